@@ -1,0 +1,303 @@
+"""Model building: preprocessing inside the model, a keras.applications backbone, the searched head."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from blood_automl.errors import ConfigError
+from blood_automl.spaces.config import TrialConfig
+from blood_automl.spaces.registry import BackboneSpec, get_backbone
+
+# Input scaling each backbone family was trained with (keras.applications' preprocess_input).
+_MODE = {
+    "mobilenet": "tf",
+    "mobilenet_v2": "tf",
+    "resnet_v2": "tf",
+    "inception_v3": "tf",
+    "resnet": "caffe",
+    "vgg16": "caffe",
+    "densenet": "torch",
+}
+# Batch-norm momentum for backbones trained from scratch: the keras.applications defaults
+# (0.99-0.999) lag so far behind the weights that validation sits at the majority class.
+SCRATCH_BN_MOMENTUM = 0.9
+_NORM_LAYERS = (keras.layers.BatchNormalization,)
+
+
+def weights_mode(weights: str | Path | None) -> str:
+    """Normalise a ``--weights`` value: ``"imagenet"``, ``"none"``, or a directory path."""
+    if weights is None or str(weights).lower() == "none":
+        return "none"
+    if str(weights).lower() == "imagenet":
+        return "imagenet"
+    return str(Path(weights).expanduser())
+
+
+def keras_cache_dir() -> Path:
+    """The folder where Keras keeps downloaded weights (``$KERAS_HOME/models``)."""
+    try:
+        from keras.src.backend.config import keras_home
+
+        home = keras_home()
+    except ImportError:  # pragma: no cover - future Keras
+        home = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
+    return Path(home).expanduser() / "models"
+
+
+def _weights_argument(spec: BackboneSpec, weights: str) -> str | None:
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights) / spec.weights_file
+    if not path.is_file():
+        raise ConfigError(
+            f"weights file for {spec.name} not found: {path}; put {spec.weights_file} "
+            f"into {weights} or use --weights imagenet / --weights none"
+        )
+    return str(path)
+
+
+def check_weights(backbones: Iterable[str], weights: str | Path | None) -> list[str]:
+    """Return one line per backbone whose ImageNet weights cannot be had (empty when all can).
+
+    With ``imagenet`` a file already in the Keras cache counts as present; otherwise the
+    backbone is built once with ``weights="imagenet"``, which runs Keras's own download
+    (with its hash check) into the cache. Nothing is trained.
+    """
+    mode = weights_mode(weights)
+    if mode == "none":
+        return []
+    missing = []
+    for name in dict.fromkeys(backbones):
+        spec = get_backbone(name)
+        if mode != "imagenet":
+            if not (Path(mode) / spec.weights_file).is_file():
+                missing.append(f"{spec.name}: {spec.weights_file} is not in {mode}")
+            continue
+        if (keras_cache_dir() / spec.weights_file).is_file():
+            continue
+        try:
+            build_backbone(spec, 96, "imagenet")
+        except Exception as exc:  # no network, refused download, bad hash
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            missing.append(
+                f"{spec.name}: {spec.weights_file} is not in {keras_cache_dir()} "
+                f"and could not be downloaded ({reason})"
+            )
+        finally:
+            keras.backend.clear_session()
+    return missing
+
+
+def build_backbone(spec: BackboneSpec, image_size: int, weights: str) -> keras.Model:
+    """The no-top ``keras.applications`` backbone for ``spec``; from scratch when weights is ``none``."""
+    if image_size < spec.min_size:
+        raise ConfigError(
+            f"{spec.name} needs images of at least {spec.min_size}x{spec.min_size}, "
+            f"but the image size is {image_size}; choose another backbone or --image-size"
+        )
+    kwargs: dict[str, Any] = dict(spec.kwargs)
+    if spec.app.startswith("MobileNetV3"):
+        kwargs["include_preprocessing"] = True
+    constructor = getattr(keras.applications, spec.app)
+    backbone = constructor(
+        include_top=False,
+        weights=_weights_argument(spec, weights),
+        input_shape=(image_size, image_size, 3),
+        **kwargs,
+    )
+    if weights == "none":
+        for layer in backbone.layers:
+            if isinstance(layer, _NORM_LAYERS):
+                layer.momentum = SCRATCH_BN_MOMENTUM
+    return backbone
+
+
+def preprocessing_layers(spec: BackboneSpec) -> list[keras.layers.Layer]:
+    """Standard Keras layers that do what the backbone's ``preprocess_input`` does to 0-255 RGB.
+
+    Plain layers (no Lambda), so an exported model loads in Keras safe mode and takes raw
+    uint8 images.
+    """
+    if spec.builtin_preprocessing:
+        return []
+    mode = _MODE[spec.module]
+    if mode == "tf":
+        return [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_pm1")]
+    if mode == "torch":
+        mean = np.array([0.485, 0.456, 0.406])
+        std = np.array([0.229, 0.224, 0.225])
+        return [
+            keras.layers.Rescaling(1.0 / 255.0, name="scale_to_01"),
+            keras.layers.Normalization(
+                axis=-1, mean=mean.tolist(), variance=(std**2).tolist(), name="imagenet_norm"
+            ),
+        ]
+    # caffe: RGB -> BGR and subtract the ImageNet channel means, as a fixed 3x3 linear map.
+    perm = np.eye(3, dtype="float32")[::-1]
+    bias = -np.array([103.939, 116.779, 123.68], dtype="float32")
+    layer = keras.layers.Dense(3, name="rgb_to_bgr_centered", trainable=False)
+    layer.build((None, 3))
+    layer.set_weights([perm, bias])
+    return [layer]
+
+
+def _regularizer(config: TrialConfig) -> keras.regularizers.Regularizer | None:
+    if config.l1 <= 0 and config.l2 <= 0:
+        return None
+    return keras.regularizers.L1L2(l1=config.l1, l2=config.l2)
+
+
+def _squeeze_excite(x: Any, activation: str, ratio: int = 16) -> Any:
+    channels = int(x.shape[-1])
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name="se_squeeze")(x)
+    s = keras.layers.Dense(max(8, channels // ratio), activation=activation, name="se_reduce")(s)
+    s = keras.layers.Dense(channels, activation="sigmoid", name="se_expand")(s)
+    return keras.layers.Multiply(name="se_excite")([x, s])
+
+
+def build_model(
+    config: TrialConfig,
+    num_classes: int,
+    *,
+    image_size: int = 96,
+    weights: str | Path | None = "imagenet",
+) -> tuple[keras.Model, keras.Model]:
+    """Build ``(model, backbone)``: raw 0-255 RGB in, float32 class probabilities out.
+
+    The backbone is a nested model named ``backbone`` so phases can freeze and unfreeze it.
+    SELU heads use LeCun-normal initialisation and AlphaDropout and no batch norm, which
+    would undo SELU's self-normalisation.
+    """
+    spec = get_backbone(config.backbone)
+    mode = weights_mode(weights)
+    backbone = build_backbone(spec, image_size, mode)
+    backbone.name = "backbone"
+
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image", dtype="float32")
+    x = inputs
+    for layer in preprocessing_layers(spec):
+        x = layer(x)
+    x = backbone(x)
+    if config.se_block:
+        x = _squeeze_excite(x, config.activation)
+    if config.pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+
+    selu = config.activation == "selu"
+    init = (
+        "lecun_normal"
+        if selu
+        else ("he_normal" if config.activation == "relu" else "glorot_uniform")
+    )
+    for i, units in enumerate(config.dense_units[: config.dense_layers]):
+        x = keras.layers.Dense(
+            int(units),
+            kernel_initializer=init,
+            kernel_regularizer=_regularizer(config),
+            use_bias=not (config.head_batch_norm and not selu),
+            name=f"head_dense_{i}",
+        )(x)
+        if config.head_batch_norm and not selu:
+            x = keras.layers.BatchNormalization(name=f"head_bn_{i}")(x)
+        x = keras.layers.Activation(config.activation, name=f"head_act_{i}")(x)
+        if config.dropout > 0:
+            drop = keras.layers.AlphaDropout if selu else keras.layers.Dropout
+            x = drop(config.dropout, name=f"head_dropout_{i}")(x)
+    x = keras.layers.Dense(num_classes, kernel_regularizer=_regularizer(config), name="logits")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name=f"blood_automl_{spec.name.replace('.', '_')}")
+    return model, backbone
+
+
+def _is_norm(layer: Any) -> bool:
+    return isinstance(layer, (*_NORM_LAYERS, keras.layers.LayerNormalization))
+
+
+def block_starts(backbone: keras.Model) -> list[int]:
+    """Indices ``i`` of ``backbone.layers`` where a whole block begins.
+
+    A block begins where cutting the graph before layer ``i`` severs exactly one tensor:
+    no skip connection or concatenation crosses the cut. The graph is read from all of
+    the model's operations (residual additions written as ``ops`` are not layers), in
+    topological order. Of several cuts that would train the same weighted layers, the
+    first is kept.
+    """
+    ops = backbone.operations
+    producer: dict[int, int] = {}
+    for i, op in enumerate(ops):
+        for node in op._inbound_nodes:
+            for t in node.output_tensors:
+                producer[id(t)] = i
+    last_use = list(range(len(ops)))
+    for i, op in enumerate(ops):
+        for node in op._inbound_nodes:
+            for t in node.input_tensors:
+                p = producer.get(id(t))
+                if p is not None and p < i:
+                    last_use[p] = max(last_use[p], i)
+    # live[i]: tensors produced before operation i and still used at or after it.
+    diff = [0] * (len(ops) + 2)
+    for p, last in enumerate(last_use):
+        if last > p:
+            diff[p + 1] += 1
+            diff[last + 1] -= 1
+    layer_index = {id(layer): i for i, layer in enumerate(backbone.layers)}
+    cuts: list[int] = []
+    live = 0
+    for i, op in enumerate(ops):
+        live += diff[i]
+        if i > 0 and live == 1 and id(op) in layer_index:
+            cuts.append(layer_index[id(op)])
+    # Keep the first cut of each run that leads to the same first trainable layer.
+    layers = backbone.layers
+    starts: list[int] = []
+    seen: set[int] = set()
+    for cut in cuts:
+        first = next(
+            (j for j in range(cut, len(layers)) if layers[j].weights and not _is_norm(layers[j])),
+            len(layers),
+        )
+        if first < len(layers) and first not in seen:
+            seen.add(first)
+            starts.append(cut)
+    return starts
+
+
+def unfreeze_index(backbone: keras.Model, fraction: float) -> int:
+    """The first layer index phase 2 trains: ``fraction`` of the layers from the top, to a block start.
+
+    Returns ``len(backbone.layers)`` (nothing unfrozen) when ``fraction`` is 0.
+    """
+    n = len(backbone.layers)
+    if fraction <= 0:
+        return n
+    target = n - round(fraction * (n - 1))
+    starts = block_starts(backbone) or list(range(1, n))
+    return min(starts, key=lambda s: (abs(s - target), s))
+
+
+def set_trainable(backbone: keras.Model, start: int, *, scratch: bool = False) -> int:
+    """Train ``backbone.layers[start:]`` and freeze the rest; batch norm stays frozen.
+
+    Frozen batch norm is set ``trainable=False`` (in Keras 3 that also runs it in
+    inference mode); ``training=False`` at call time is not enough under ``fit``. From
+    scratch (``scratch=True``) every layer trains, batch norm included. Returns the number
+    of layers left trainable.
+    """
+    backbone.trainable = True
+    count = 0
+    for i, layer in enumerate(backbone.layers):
+        trainable = scratch or (i >= start and not isinstance(layer, _NORM_LAYERS))
+        layer.trainable = trainable
+        count += int(trainable and bool(layer.weights))
+    return count
