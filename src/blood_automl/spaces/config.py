@@ -70,7 +70,9 @@ class TrialConfig:
         if unknown:
             from blood_automl.errors import ConfigError
 
-            raise ConfigError(f"unknown TrialConfig fields {unknown}; known fields: {sorted(names)}")
+            raise ConfigError(
+                f"unknown TrialConfig fields {unknown}; known fields: {sorted(names)}"
+            )
         kwargs = dict(values)
         if "dense_units" in kwargs:
             kwargs["dense_units"] = tuple(int(u) for u in kwargs["dense_units"])

@@ -1,0 +1,1 @@
+"""Tests of blood_automl.spaces."""
