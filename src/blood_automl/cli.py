@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import NoReturn
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -45,6 +47,61 @@ def _root(
 
 
 # Commands: one function each, in the order of a user's work.
+
+
+@app.command("inspect-data")
+def inspect_data_command(
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="An .npz (images, labels[, class_names]), a MedMNIST .npz, a folder of class "
+            "folders, or bloodmnist[:64|128|224].",
+            show_default=False,
+        ),
+    ],
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="Side in pixels images are resized to.")
+    ] = 96,
+    no_clean: Annotated[
+        bool, typer.Option("--no-clean", help="Keep every image (no cleaning).")
+    ] = False,
+    convert: Annotated[
+        bool,
+        typer.Option(
+            "--convert", help="Convert grayscale or RGBA images to RGB instead of refusing them."
+        ),
+    ] = False,
+    sheet: Annotated[
+        Path | None,
+        typer.Option(
+            "--sheet",
+            help="Write a PNG contact sheet of the removed images, grouped by reason.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of tables.")
+    ] = False,
+) -> None:
+    """Read, check, clean and split a data set as a study would, and report it; writes nothing.
+
+    Shows the source and format, image count and size, class counts before and after
+    cleaning, every removal group (reason, count) and the split sizes per class.
+
+    \b
+    Example:  blood-automl inspect-data training_set.npz --sheet removed.png
+    """
+    from blood_automl.data import inspect_data, print_report, write_contact_sheet
+
+    report = inspect_data(data, image_size=image_size, clean=not no_clean, convert=convert)
+    if sheet is not None:
+        write_contact_sheet(report, sheet)
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+    else:
+        print_report(report)
+        if sheet is not None:
+            typer.echo(f"contact sheet of removed images: {sheet}")
 
 
 def main(argv: list[str] | None = None) -> None:

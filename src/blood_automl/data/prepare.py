@@ -1,0 +1,373 @@
+"""The prepared-data cache of a study: clean + split once, save uint8 arrays + manifest, verify.
+
+Layout of a prepared folder (``studies/<study>/data/``)::
+
+    x_train.npy y_train.npy x_val.npy y_val.npy x_test.npy y_test.npy   uint8 NHWC / int64
+    manifest.json                                                       what, from where, how
+
+The fingerprint is the sha256 of a canonical JSON holding the class names and, for each of
+the six arrays, its shape, dtype and the sha256 of its bytes; so it covers the pixels, the
+labels, the class names and the split assignment (which image is in which split, in order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blood_automl import __version__
+from blood_automl.data.clean import CleaningReport, clean_dataset, keep_all, warm_up
+from blood_automl.data.dataset import SPLIT_NAMES, Dataset
+from blood_automl.data.readers import IMAGE_SUFFIXES, load_dataset, source_path
+from blood_automl.data.split import DEFAULT_FRACTIONS, Split, check_fractions, split_indices
+from blood_automl.errors import ConfigError, DataError
+
+MANIFEST = "manifest.json"
+ARRAY_NAMES: tuple[str, ...] = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+PREPARED_VERSION = 1
+"""Bumped when cleaning, splitting or the layout change, so old caches are not silently reused."""
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    """The cleaned, split arrays a study trains on, as saved in its prepared-data folder."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    fingerprint: str
+    image_size: int
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The six arrays by name (``x_train``, ``y_train``, ...)."""
+        return {name: getattr(self, name) for name in ARRAY_NAMES}
+
+
+@dataclass(frozen=True, eq=False)
+class ProcessedData:
+    """A data set after cleaning and splitting, before it is saved (indices into the input)."""
+
+    dataset: Dataset
+    cleaning: CleaningReport
+    split: Split
+    cleaned: bool
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The six arrays, each split in input order."""
+        out: dict[str, np.ndarray] = {}
+        for name, idx in zip(SPLIT_NAMES, self.split, strict=True):
+            out[f"x_{name}"] = np.ascontiguousarray(self.dataset.images[idx])
+            out[f"y_{name}"] = np.ascontiguousarray(self.dataset.labels[idx], dtype="<i8")
+        return out
+
+    def split_class_counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each split."""
+        return {
+            name: self.dataset.class_counts(idx)
+            for name, idx in zip(SPLIT_NAMES, self.split, strict=True)
+        }
+
+
+def process_dataset(
+    dataset: Dataset,
+    *,
+    clean: bool = True,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+) -> ProcessedData:
+    """Clean (unless ``clean`` is false) and split a data set; nothing is written."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, but got {seed!r}")
+    check_fractions(fractions)
+    report = clean_dataset(dataset.images, dataset.labels) if clean else keep_all(len(dataset))
+    keep = report.keep
+    predefined = dataset.predefined_split[keep] if dataset.predefined_split is not None else None
+    inner = split_indices(
+        dataset.labels[keep],
+        fractions=fractions,
+        seed=int(seed),
+        class_names=dataset.class_names,
+        predefined=predefined,
+        source=dataset.source,
+    )
+    split = Split(*(keep[part] for part in inner))
+    return ProcessedData(dataset=dataset, cleaning=report, split=split, cleaned=clean)
+
+
+def array_sha256(array: np.ndarray, *, chunk: int = 64 << 20) -> str:
+    """sha256 of an array's C-order bytes, read in chunks (works on memory maps)."""
+    h = hashlib.sha256()
+    flat = array.reshape(-1)
+    step = max(1, chunk // max(1, array.itemsize))
+    for start in range(0, flat.shape[0], step):
+        h.update(np.ascontiguousarray(flat[start : start + step]).data)
+    return h.hexdigest()
+
+
+def fingerprint_of(entries: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -> str:
+    """The data fingerprint from per-array ``{"shape", "dtype", "sha256"}`` entries + class names."""
+    canon = {
+        "version": PREPARED_VERSION,
+        "class_names": list(class_names),
+        "arrays": {
+            name: {
+                "shape": list(entries[name]["shape"]),
+                "dtype": str(entries[name]["dtype"]),
+                "sha256": entries[name]["sha256"],
+            }
+            for name in ARRAY_NAMES
+        },
+    }
+    return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()
+
+
+def array_entries(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per-array file name, shape, dtype and sha256."""
+    return {
+        name: {
+            "file": f"{name}.npy",
+            "shape": list(arrays[name].shape),
+            "dtype": str(arrays[name].dtype),
+            "sha256": array_sha256(arrays[name]),
+        }
+        for name in ARRAY_NAMES
+    }
+
+
+def source_sha256(path: Path) -> str:
+    """sha256 of a source file, or of a folder's image files (relative names and bytes)."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        ):
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+            with open(f, "rb") as fh:
+                h.update(hashlib.file_digest(fh, "sha256").digest())
+        return h.hexdigest()
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def build_manifest(
+    processed: ProcessedData,
+    entries: Mapping[str, Mapping[str, Any]],
+    fingerprint: str,
+    *,
+    options: Mapping[str, Any],
+    input_sha256: str,
+) -> dict[str, Any]:
+    """The JSON-able manifest of a prepared folder."""
+    ds = processed.dataset
+    return {
+        "prepared_version": PREPARED_VERSION,
+        "blood_automl_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": ds.source,
+        "format": ds.format,
+        "input_sha256": input_sha256,
+        "options": dict(options),
+        "seed": options["seed"],
+        "fractions": options["fractions"],
+        "image_size": ds.image_size,
+        "class_names": list(ds.class_names),
+        "n_input": len(ds),
+        "n_kept": processed.cleaning.n_kept,
+        "class_counts_before": ds.class_counts(),
+        "class_counts_after": ds.class_counts(processed.cleaning.keep),
+        "cleaning": processed.cleaned,
+        "cleaning_thresholds": processed.cleaning.thresholds,
+        "removed": processed.cleaning.to_dicts(),
+        "predefined_split": ds.predefined_split is not None,
+        "split_sizes": processed.split.sizes(),
+        "split": processed.split_class_counts(),
+        "notes": list(ds.notes),
+        "arrays": {k: dict(v) for k, v in entries.items()},
+        "fingerprint": fingerprint,
+    }
+
+
+def _read_manifest(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        _ = manifest["fingerprint"], manifest["arrays"], manifest["class_names"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"{path}: not a readable prepared-data manifest ({type(exc).__name__}); delete {out_dir} "
+            "to prepare the data again"
+        ) from exc
+    if not isinstance(manifest, dict):
+        raise DataError(
+            f"{path}: not a prepared-data manifest; delete {out_dir} to prepare the data again"
+        )
+    return manifest
+
+
+def load_prepared(out_dir: Path, *, mmap: bool = True, verify: bool = True) -> PreparedData:
+    """Load a prepared folder written by :func:`prepare_data`.
+
+    Arrays are memory-mapped read-only (``mmap_mode="r"``) unless ``mmap`` is false, always
+    with ``allow_pickle=False``. Shapes and dtypes are checked against the manifest and the
+    fingerprint is recomputed from the manifest's per-array sha256 values. With ``verify``
+    (the default) every array's sha256 is also recomputed from the bytes on disk, a full read
+    (about a second per GB); a mismatch raises :class:`DataError`.
+    """
+    out_dir = Path(out_dir)
+    if not (out_dir / MANIFEST).is_file():
+        raise DataError(
+            f"{out_dir}: holds no prepared data ({MANIFEST} is missing); prepare it first"
+        )
+    manifest = _read_manifest(out_dir)
+    entries = manifest["arrays"]
+    arrays: dict[str, np.ndarray] = {}
+    for name in ARRAY_NAMES:
+        path = out_dir / f"{name}.npy"
+        try:
+            entry = entries[name]
+            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (KeyError, OSError, ValueError, EOFError) as exc:
+            raise DataError(
+                f"{path}: prepared array missing or unreadable ({type(exc).__name__}); delete {out_dir} "
+                "to prepare the data again"
+            ) from exc
+        if list(array.shape) != list(entry["shape"]) or str(array.dtype) != entry["dtype"]:
+            raise DataError(
+                f"{path}: shape {array.shape} / dtype {array.dtype} differ from the manifest "
+                f"({tuple(entry['shape'])} / {entry['dtype']}); delete {out_dir} to prepare the data again"
+            )
+        if verify and array_sha256(array) != entry["sha256"]:
+            raise DataError(
+                f"{path}: the array's bytes do not match the manifest's sha256 (modified or corrupt); "
+                f"delete {out_dir} to prepare the data again"
+            )
+        arrays[name] = array
+    class_names = tuple(str(c) for c in manifest["class_names"])
+    if fingerprint_of(entries, class_names) != manifest["fingerprint"]:
+        raise DataError(
+            f"{out_dir / MANIFEST}: the fingerprint does not match the arrays it lists (edited manifest?); "
+            f"delete {out_dir} to prepare the data again"
+        )
+    return PreparedData(
+        **arrays,
+        class_names=class_names,
+        fingerprint=manifest["fingerprint"],
+        image_size=int(arrays["x_train"].shape[1]),
+        manifest=manifest,
+    )
+
+
+def _write_atomically(
+    out_dir: Path, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]
+) -> bool:
+    """Write arrays + manifest into a temporary sibling folder, then rename it to ``out_dir``.
+
+    Returns False (and writes nothing) when another process created ``out_dir`` first.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for name in ARRAY_NAMES:
+            np.save(tmp / f"{name}.npy", arrays[name], allow_pickle=False)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if (out_dir / MANIFEST).is_file():
+                return False
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def prepare_data(
+    data: str | Path,
+    out_dir: Path,
+    *,
+    image_size: int = 96,
+    clean: bool = True,
+    convert: bool = False,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    cache_dir: Path | None = None,
+) -> PreparedData:
+    """Read, validate, clean and split ``data`` once and save it in ``out_dir``; return it.
+
+    If ``out_dir`` already holds prepared data, it is reused when the source file's sha256
+    and the options are the ones it was prepared with (cheap: one hash of the input), or
+    when preparing again gives the same fingerprint; otherwise :class:`DataError` says the
+    study was prepared from different data. Nothing is written when the input is rejected;
+    the folder appears complete or not at all (written to a temporary folder, then renamed).
+    """
+    out_dir = Path(out_dir)
+    fracs = check_fractions(fractions)
+    options = {
+        "image_size": int(image_size),
+        "clean": bool(clean),
+        "convert": bool(convert),
+        "seed": int(seed),
+        "fractions": list(fracs),
+    }
+    existing = _read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else None
+    if existing is None and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DataError(
+            f"{out_dir}: exists but holds no prepared data ({MANIFEST} is missing); "
+            "use a new --study name or remove that folder"
+        )
+    input_sha = source_sha256(source_path(data, cache_dir=cache_dir))
+    if (
+        existing is not None
+        and existing.get("input_sha256") == input_sha
+        and existing.get("options") == options
+        and existing.get("prepared_version") == PREPARED_VERSION
+    ):
+        return load_prepared(out_dir)
+
+    if clean:
+        warm_up()
+    dataset = load_dataset(data, image_size=image_size, convert=convert, cache_dir=cache_dir)
+    processed = process_dataset(dataset, clean=clean, seed=seed, fractions=fracs)
+    arrays = processed.arrays()
+    entries = array_entries(arrays)
+    fingerprint = fingerprint_of(entries, dataset.class_names)
+    if existing is None:
+        manifest = build_manifest(
+            processed, entries, fingerprint, options=options, input_sha256=input_sha
+        )
+        if _write_atomically(out_dir, arrays, manifest):
+            return PreparedData(
+                **arrays,
+                class_names=dataset.class_names,
+                fingerprint=fingerprint,
+                image_size=dataset.image_size,
+                manifest=manifest,
+            )
+        existing = _read_manifest(out_dir)  # another worker prepared it meanwhile
+    if existing["fingerprint"] == fingerprint:
+        return load_prepared(out_dir)
+    raise DataError(
+        f"{out_dir}: this study's data was prepared from {existing.get('source')} "
+        f"(fingerprint {str(existing['fingerprint'])[:12]}), but {data} with these options gives "
+        f"different data (fingerprint {fingerprint[:12]}); use a new --study name for new data, "
+        f"or delete {out_dir} to prepare it again"
+    )

@@ -1,0 +1,304 @@
+"""Checks and conversions of raw arrays into RGB uint8 images, int64 labels and class names."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from blood_automl.data.dataset import PBC_CLASS_NAMES
+from blood_automl.errors import ConfigError, DataError
+
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 1024
+
+
+def fail(where: str, problem: str, fix: str) -> DataError:
+    """A one-line DataError: ``where: problem; fix``."""
+    message = f"{where}: {problem}; {fix}"
+    return DataError(" ".join(message.split()))
+
+
+def check_image_size(image_size: int) -> int:
+    """Return ``image_size`` if it is a sensible side length, else raise ConfigError."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer):
+        raise ConfigError(f"image size must be an integer, but got {image_size!r}")
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"image size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], but got {image_size}; "
+            "use --image-size 96 (the PBC course size) or another value in range"
+        )
+    return int(image_size)
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    """Index of the first image (axis 0) where ``mask`` is true anywhere."""
+    flat = mask.reshape(mask.shape[0], -1).any(axis=1)
+    return int(np.argmax(flat))
+
+
+def to_rgb_uint8(
+    images: np.ndarray, where: str, *, convert: bool, key: str = "images"
+) -> tuple[np.ndarray, list[str]]:
+    """Check an image array and return it as (N, H, W, 3) uint8, with notes on any conversion.
+
+    Accepts uint8; other integer types and floats are accepted when their values are
+    pixel values (floats in [0, 1] are scaled by 255). Grayscale (N, H, W) or (N, H, W, 1)
+    and RGBA (N, H, W, 4) are converted only when ``convert`` is true.
+    """
+    notes: list[str] = []
+    kind = images.dtype.kind
+    if kind not in "uif":
+        raise fail(
+            where,
+            f"'{key}' must hold uint8 pixel values, but has dtype {images.dtype}",
+            f"save it as uint8, e.g. np.savez(path, {key}={key}.astype(np.uint8), ...)",
+        )
+    if images.ndim not in (3, 4):
+        raise fail(
+            where,
+            f"'{key}' must be a 4-D array (N, H, W, 3), but has shape {images.shape}",
+            "save one RGB image per row of the array",
+        )
+    if images.shape[0] == 0:
+        raise fail(where, f"the data set is empty ('{key}' has shape {images.shape})", "add images")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise fail(where, f"'{key}' has empty images (shape {images.shape})", "save real images")
+    channels = 1 if images.ndim == 3 else images.shape[3]
+    if channels not in (1, 3, 4):
+        raise fail(
+            where,
+            f"'{key}' must have 3 colour channels (N, H, W, 3), but has {channels} (shape {images.shape})",
+            "save RGB images",
+        )
+    if channels in (1, 4) and not convert:
+        what = "grayscale" if channels == 1 else "RGBA"
+        how = "copy the grey channel to R, G and B" if channels == 1 else "drop the alpha channel"
+        raise fail(
+            where,
+            f"'{key}' are {what} images (shape {images.shape}), but blood-automl needs RGB",
+            f"pass --convert (convert=True) to {how}, or save RGB images",
+        )
+
+    if kind == "f":
+        finite = np.isfinite(images)
+        if not finite.all():
+            i = _first_bad(~finite)
+            bad = images[i][~finite[i]].flat[0]
+            raise fail(
+                where,
+                f"'{key}' holds a non-finite value ({bad}) in image {i}",
+                "fix or drop the images with NaN or infinite pixels",
+            )
+    if kind != "u" or images.dtype != np.uint8:
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0 or hi > 255:
+            i = _first_bad((images < 0) | (images > 255))
+            bad = lo if lo < 0 else hi
+            raise fail(
+                where,
+                f"'{key}' must hold pixel values in [0, 255], but got {bad:g} in image {i}",
+                "rescale the images to 0..255 and save them as uint8",
+            )
+        if kind == "f" and hi <= 1.0:
+            images = np.rint(images * 255.0).astype(np.uint8)
+            notes.append(f"scaled {images.shape[0]} float images from [0, 1] to uint8")
+        else:
+            if kind == "f":
+                images = np.rint(images)
+            notes.append(f"converted {images.shape[0]} images from {images.dtype} to uint8")
+            images = images.astype(np.uint8)
+
+    if images.ndim == 3:
+        images = images[..., None]
+    if channels == 1:
+        images = np.repeat(images, 3, axis=3)
+        notes.append(f"converted {images.shape[0]} grayscale images to RGB")
+    elif channels == 4:
+        images = np.ascontiguousarray(images[..., :3])
+        notes.append(f"dropped the alpha channel of {images.shape[0]} RGBA images")
+    return images, notes
+
+
+def resize_images(images: np.ndarray, image_size: int) -> tuple[np.ndarray, list[str]]:
+    """Resize (N, H, W, 3) uint8 images to ``image_size`` square with Lanczos (anti-aliased).
+
+    Non-square images are centre-cropped to a square first. Returns the images and a note.
+    """
+    n, h, w = images.shape[:3]
+    if h == image_size and w == image_size:
+        return images, []
+    out = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
+    for i in range(n):
+        out[i] = resize_one(images[i], image_size)
+    crop = f", centre-cropped to {min(h, w)}x{min(h, w)} first" if h != w else ""
+    note = f"resized {n} images from {w}x{h} to {image_size}x{image_size} (Lanczos{crop})"
+    return out, [note]
+
+
+def resize_one(image: np.ndarray, image_size: int) -> np.ndarray:
+    """Centre-crop one (H, W, 3) uint8 image to a square and resize it with Lanczos."""
+    h, w = image.shape[:2]
+    if h != w:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        image = image[top : top + side, left : left + side]
+    if image.shape[0] == image_size:
+        return image
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    return np.asarray(pil.resize((image_size, image_size), Image.Resampling.LANCZOS))
+
+
+def _names_from_array(class_names: np.ndarray, where: str) -> tuple[str, ...]:
+    if class_names.dtype.kind not in "US" or class_names.ndim != 1:
+        raise fail(
+            where,
+            f"'class_names' must be a 1-D array of strings, but has dtype {class_names.dtype} "
+            f"and shape {class_names.shape}",
+            "save e.g. class_names=np.array(['basophil', 'eosinophil', ...])",
+        )
+    names = tuple(
+        (n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)).strip()
+        for n in class_names.tolist()
+    )
+    if len(names) < 2:
+        raise fail(
+            where,
+            f"'class_names' must name at least 2 classes, but has {len(names)}",
+            "name every class",
+        )
+    if any(not n for n in names):
+        raise fail(
+            where,
+            f"'class_names' holds an empty name at index {names.index('')}",
+            "name every class",
+        )
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            raise fail(
+                where,
+                f"'class_names' repeats '{n}' at index {i}",
+                "give each class one unique name",
+            )
+        seen.add(n)
+    return names
+
+
+def to_labels(
+    labels: np.ndarray,
+    n_images: int,
+    where: str,
+    *,
+    class_names: np.ndarray | None = None,
+    key: str = "labels",
+) -> tuple[np.ndarray, tuple[str, ...], list[str]]:
+    """Check labels and return them as (N,) int64 class indices, the class names and notes.
+
+    Labels may be integers (or integral floats) indexing ``class_names``, or class-name
+    strings. Without ``class_names``, integer labels must be in [0, 8) and mean the 8 PBC
+    classes; string labels name their classes, sorted.
+    """
+    notes: list[str] = []
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise fail(
+            where,
+            f"'{key}' must have shape (N,) or (N, 1), but has shape {labels.shape}",
+            "save one integer label or class name per image (for one-hot labels save labels.argmax(1))",
+        )
+    if labels.shape[0] != n_images:
+        raise fail(
+            where,
+            f"there are {n_images} images but {labels.shape[0]} labels in '{key}' (length mismatch)",
+            "save exactly one label per image",
+        )
+    names = _names_from_array(class_names, where) if class_names is not None else None
+    kind = labels.dtype.kind
+
+    if kind in "US":
+        text = [
+            (s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s)).strip()
+            for s in labels.tolist()
+        ]
+        numeric = [t.lstrip("-").isdecimal() for t in text]
+        if all(numeric):
+            labels = np.array([int(t) for t in text], dtype=np.int64)
+            notes.append(f"read '{key}' from digit strings as integers")
+            kind = "i"
+        elif any(numeric):
+            i, j = numeric.index(True), numeric.index(False)
+            raise fail(
+                where,
+                f"'{key}' mixes integers and names ('{text[i]}' at index {i}, '{text[j]}' at index {j})",
+                "use either integer labels or class names, not both",
+            )
+        else:
+            if names is None:
+                names = tuple(sorted(set(text)))
+                if len(names) < 2:
+                    raise fail(
+                        where,
+                        f"'{key}' names only one class ('{names[0]}')",
+                        "a classifier needs images of at least 2 classes",
+                    )
+            lookup = {n: k for k, n in enumerate(names)}
+            out = np.empty(len(text), dtype=np.int64)
+            for i, t in enumerate(text):
+                if t not in lookup:
+                    raise fail(
+                        where,
+                        f"label '{t}' at index {i} is not one of class_names ({', '.join(names)})",
+                        "fix the label or add the class to class_names",
+                    )
+                out[i] = lookup[t]
+            return out, names, notes
+
+    if kind == "f":
+        finite = np.isfinite(labels)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise fail(
+                where,
+                f"'{key}' must be integers, but got {labels[i]} at index {i}",
+                "fix that label",
+            )
+        frac = labels != np.round(labels)
+        if frac.any():
+            i = int(np.argmax(frac))
+            raise fail(
+                where,
+                f"'{key}' must be integers, but got {labels[i]:g} at index {i}",
+                "save integer class indices",
+            )
+        labels = labels.astype(np.int64)
+        notes.append(f"read float '{key}' as integers")
+        kind = "i"
+
+    if kind not in "iu":
+        raise fail(
+            where,
+            f"'{key}' must be integers or class-name strings, but has dtype {labels.dtype}",
+            "save integer class indices or class names",
+        )
+    labels = labels.astype(np.int64, copy=False)
+    if names is None:
+        names = PBC_CLASS_NAMES
+        assumed = True
+    else:
+        assumed = False
+    k = len(names)
+    bad = (labels < 0) | (labels >= k)
+    if bad.any():
+        i = int(np.argmax(bad))
+        fix = (
+            "add a 'class_names' array naming every class, or fix the labels"
+            if assumed
+            else "fix the labels or add the missing names to class_names"
+        )
+        raise fail(
+            where, f"labels must be integers in [0, {k}), but got {labels[i]} at index {i}", fix
+        )
+    if assumed:
+        notes.append("no class_names given: integer labels 0..7 read as the 8 PBC classes")
+    return np.ascontiguousarray(labels, dtype=np.int64), names, notes
