@@ -267,6 +267,7 @@ def train(
             epochs=first + n_epochs,
             initial_epoch=first,
             callbacks=[monitor],
+            shuffle=False,  # the dataset shuffles itself, seeded
             verbose=verbose,
         )
 

@@ -1,0 +1,200 @@
+"""Tests of two-phase training: losses, class weights, learning on real images, frozen batch norm,
+pruning through the report hook, and a diverging loss failing its trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+optuna = pytest.importorskip("optuna")
+
+from blood_automl.spaces.config import TrialConfig  # noqa: E402
+from blood_automl.trainer import (  # noqa: E402
+    TrainingDiverged,
+    class_weights,
+    compute_metrics,
+    make_loss,
+    predict,
+    train,
+)
+
+from .conftest import same_arrays  # noqa: E402
+
+FAST = TrialConfig(
+    backbone="MobileNet-0.25",
+    dense_units=(64,),
+    dropout=0.1,
+    randaugment_ops=1,
+    randaugment_magnitude=0.3,
+    head_epochs=1,
+    finetune_epochs=1,
+    unfreeze_fraction=0.3,
+    batch_size=32,
+)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 3.5])
+def test_focal_loss_matches_a_hand_computation(gamma: float) -> None:
+    y = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], np.float32)
+    p = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25], [0.05, 0.05, 0.9]], np.float32)
+    loss = make_loss(TrialConfig(loss="focal", focal_gamma=gamma))
+    got = float(keras.ops.convert_to_numpy(loss(y, p)))
+    pt = (y * p).sum(axis=1)
+    expected = float(np.mean(-((1 - pt) ** gamma) * np.log(pt)))
+    assert got == pytest.approx(expected, rel=1e-5)
+    if gamma == 0.0:  # focal with gamma 0 is plain cross-entropy
+        ce = make_loss(TrialConfig(loss="crossentropy"))
+        assert float(keras.ops.convert_to_numpy(ce(y, p))) == pytest.approx(expected, rel=1e-5)
+
+
+def test_class_weights_modes() -> None:
+    labels = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    none = class_weights(labels, 3, "none")
+    balanced = class_weights(labels, 3, "balanced")
+    sqrt = class_weights(labels, 3, "sqrt")
+    np.testing.assert_array_equal(none, np.ones(3))
+    # Rare classes weigh more, and the mean weight over samples stays 1.
+    assert balanced[2] > balanced[1] > balanced[0]
+    assert balanced[2] / balanced[0] == pytest.approx(6.0)
+    assert sqrt[2] / sqrt[0] == pytest.approx(np.sqrt(6.0))
+    for w in (balanced, sqrt):
+        assert float(w[labels].mean()) == pytest.approx(1.0)
+
+
+def test_metrics_against_hand_counts() -> None:
+    y = np.array([0, 0, 0, 1, 1, 2])
+    probs = np.eye(3)[[0, 0, 1, 1, 1, 0]]
+    m = compute_metrics(y, probs, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["a"]["recall"] == pytest.approx(2 / 3)
+    f1 = [2 * (2 / 3 * 2 / 3) / (4 / 3), 2 * (2 / 3 * 1) / (5 / 3), 0.0]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+
+
+@pytest.mark.slow
+def test_short_transfer_fit_on_real_images_learns_and_keeps_frozen_weights(
+    real_split: dict[str, Any],
+    mobilenet_weights_path: Path,
+    mobilenet_file_weights: dict[str, list[np.ndarray]],
+) -> None:
+    config = TrialConfig(
+        **{**FAST.to_dict(), "head_epochs": 3, "finetune_epochs": 2, "dense_units": (128,)}
+    )
+    steps: list[tuple[int, float]] = []
+    result = train(
+        config,
+        real_split["x_train"],
+        real_split["y_train"],
+        real_split["class_names"],
+        x_val=real_split["x_val"],
+        y_val=real_split["y_val"],
+        weights=str(mobilenet_weights_path.parent),
+        report=lambda step, value: steps.append((step, value)),
+        patience=None,
+    )
+    # One learning curve over both phases, reported every epoch.
+    assert [s for s, _ in steps] == [1, 2, 3, 4, 5]
+    assert [row["phase"] for row in result.history] == ["head"] * 3 + ["finetune"] * 2
+    assert result.best_value == max(v for _, v in steps)
+    # Learns: 8 classes, chance is 12.5%.
+    test = compute_metrics(
+        real_split["y_test"], predict(result.model, real_split["x_test"]), real_split["class_names"]
+    )
+    assert result.best_value > 0.45
+    assert test["accuracy"] > 0.45
+    # Batch norm stayed frozen in both phases (moving statistics included), layers below
+    # the unfreeze point kept the ImageNet values, and the unfrozen convolutions trained.
+    backbone = result.model.get_layer("backbone")
+    start = [layer.name for layer in backbone.layers].index(result.unfreeze_from)
+    assert result.trainable_layers > 0
+    changed = 0
+    for i, layer in enumerate(backbone.layers):
+        if not layer.weights:
+            continue
+        same = same_arrays(mobilenet_file_weights[layer.name], layer.get_weights())
+        if isinstance(layer, keras.layers.BatchNormalization) or i < start:
+            assert same, f"{layer.name} changed although frozen"
+        else:
+            changed += not same
+    assert changed == result.trainable_layers
+
+
+def test_refit_runs_exactly_the_given_epochs_without_validation(real_split: dict[str, Any]) -> None:
+    n = 256
+    result = train(
+        FAST,
+        real_split["x_train"][:n],
+        real_split["y_train"][:n],
+        real_split["class_names"],
+        weights="none",
+        epochs=(1, 1),
+    )
+    assert [row["phase"] for row in result.history] == ["head", "finetune"]
+    assert (result.head_epochs, result.finetune_epochs) == (1, 1)
+    assert result.best_value is None and result.val_metrics is None
+
+
+def test_pruner_stops_the_trial_through_the_report_hook(real_split: dict[str, Any]) -> None:
+    from optuna.testing.pruners import DeterministicPruner
+
+    n = 128
+    seen: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        def report(step: int, value: float) -> None:
+            seen.append(step)
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        result = train(
+            TrialConfig(**{**FAST.to_dict(), "head_epochs": 3}),
+            real_split["x_train"][:n],
+            real_split["y_train"][:n],
+            real_split["class_names"],
+            x_val=real_split["x_val"][:64],
+            y_val=real_split["y_val"][:64],
+            weights="none",
+            report=report,
+            patience=None,
+        )
+        return float(result.best_value or 0.0)
+
+    study = optuna.create_study(direction="maximize", pruner=DeterministicPruner(True))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert seen == [1]  # stopped after the first epoch of five
+    assert list(trial.intermediate_values) == [1]
+
+
+def test_nan_loss_fails_the_trial_and_the_study_goes_on(real_split: dict[str, Any]) -> None:
+    n = 64
+
+    def objective(trial: optuna.Trial) -> float:
+        # Adam's step is about the learning rate whatever the gradient: 1e30 overflows float32.
+        lr = 1e30 if trial.number == 0 else 1e-3
+        result = train(
+            TrialConfig(**{**FAST.to_dict(), "finetune_epochs": 0, "head_lr": lr}),
+            real_split["x_train"][:n],
+            real_split["y_train"][:n],
+            real_split["class_names"],
+            x_val=real_split["x_val"][:32],
+            y_val=real_split["y_val"][:32],
+            weights="none",
+        )
+        return float(result.best_value or 0.0)
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=2, catch=(TrainingDiverged,))
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert study.trials[1].state == optuna.trial.TrialState.COMPLETE
+    with pytest.raises(TrainingDiverged, match="loss became (nan|inf)"):
+        objective(optuna.trial.FixedTrial({}, number=0))  # type: ignore[arg-type]
