@@ -196,5 +196,5 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on(real_split: dict[str, An
     study.optimize(objective, n_trials=2, catch=(TrainingDiverged,))
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
     assert study.trials[1].state == optuna.trial.TrialState.COMPLETE
-    with pytest.raises(TrainingDiverged, match="loss became (nan|inf)"):
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf)"):
         objective(optuna.trial.FixedTrial({}, number=0))  # type: ignore[arg-type]

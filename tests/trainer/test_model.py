@@ -140,7 +140,7 @@ def test_shared_imagenet_file_loads_into_mobilenet_and_matches_it(
 
 
 def test_explicit_weights_dir_without_the_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="mobilenet_2_5_224_tf_no_top.h5"):
+    with pytest.raises(ConfigError, match=r"mobilenet_2_5_224_tf_no_top\.h5"):
         build_model(TrialConfig(backbone="MobileNet-0.25"), 8, weights=str(tmp_path))
     missing = check_weights(["MobileNet-0.25", "MobileNetV3Small"], tmp_path)
     assert len(missing) == 2 and "weights_mobilenet_v3_small" in missing[1]
