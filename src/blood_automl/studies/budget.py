@@ -1,0 +1,195 @@
+"""``--trials N``: a study ends with exactly N finished trials, however many workers run it.
+
+Optuna numbers a study's trials 0, 1, 2... in the order the storage creates them, inside
+one transaction. That order decides who runs: a trial runs only if fewer than N trials
+with smaller numbers are finished, running or waiting; otherwise it is a *surplus* trial
+that stops before sampling anything (state PRUNED, user attribute ``surplus``) and counts
+for nothing. Whatever the timing between workers, the trials that run are the first N in
+that order, so N is never overshot; a worker goes on while fewer than N are finished or
+running, and waits while others run, to re-run their trial if their process dies.
+
+A trial failed by the heartbeat (its worker died) and re-run by Optuna's
+``RetryHeartbeatStaleTrialCallback`` is *superseded* by the re-run and not counted either.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from blood_automl.errors import ConfigError
+
+SURPLUS_ATTR = "surplus"
+"""User attribute of a trial that was not run because the study already had its N trials."""
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_CLAIMED = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class SurplusTrial(optuna.TrialPruned):
+    """Raised by :func:`claim_slot` for a trial beyond the target; it ends PRUNED, uncounted."""
+
+
+def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Numbers of heartbeat-failed trials that Optuna queued again (their re-run counts)."""
+    numbers: set[int] = set()
+    for t in trials:
+        history = t.system_attrs.get("retry_history")
+        if isinstance(history, list):
+            numbers.update(n for n in history if isinstance(n, int))
+    return numbers
+
+
+def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that count towards a target: all but surplus and superseded ones."""
+    skip = superseded(trials)
+    return [t for t in trials if t.number not in skip and SURPLUS_ATTR not in t.user_attrs]
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Finished trials (COMPLETE, PRUNED or FAIL) that count: surplus and superseded excluded."""
+    trials = study.get_trials(deepcopy=False)
+    return sum(t.state in FINISHED for t in counted(trials))
+
+
+def remaining_trials(study: optuna.Study, target: int) -> int:
+    """How many more trials a worker may start so the study ends with ``target`` finished.
+
+    Trials running in other workers count as taken; queued (WAITING) trials do not, since
+    they are run within the remaining ones.
+    """
+    _check_target(target)
+    trials = study.get_trials(deepcopy=False)
+    taken = sum(t.state in (*FINISHED, TrialState.RUNNING) for t in counted(trials))
+    return max(0, target - taken)
+
+
+def claim_slot(trial: optuna.Trial, target: int) -> None:
+    """Let ``trial`` run only if it is among the study's first ``target`` counted trials.
+
+    Call it first thing in the objective, before any ``suggest_*``. A surplus trial gets
+    the ``surplus`` user attribute and :class:`SurplusTrial` is raised (Optuna marks it
+    PRUNED); if it came from the queue (an enqueued or re-run trial), it is queued again.
+    """
+    _check_target(target)
+    study = trial.study
+    trials = study.get_trials(deepcopy=False)
+    ahead = sum(t.number < trial.number and t.state in _CLAIMED for t in counted(trials))
+    if ahead < target:
+        return
+    message = f"not run: the study already has its {target} trials"
+    mine = next((t for t in trials if t.number == trial.number), None)
+    if mine is not None and (mine.params or "fixed_params" in mine.system_attrs):
+        _queue_again(study, mine)
+        message += "; its parameters are queued again for a later run"
+    trial.set_user_attr(SURPLUS_ATTR, message)
+    raise SurplusTrial(message)
+
+
+def _queue_again(study: optuna.Study, trial: FrozenTrial) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=copy.deepcopy(trial.params),
+                distributions=copy.deepcopy(trial.distributions),
+                user_attrs={k: v for k, v in trial.user_attrs.items() if k != SURPLUS_ATTR},
+                system_attrs=copy.deepcopy(trial.system_attrs),
+            )
+        )
+
+
+class StopAtTarget:
+    """Optuna callback: stop this worker once ``target`` trials are finished or running."""
+
+    def __init__(self, target: int) -> None:
+        _check_target(target)
+        self.target = target
+        self.fired = False
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if remaining_trials(study, self.target) <= 0:
+            self.fired = True
+            study.stop()
+
+
+def optimize_to_target(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    *,
+    timeout: float | None = None,
+    catch: tuple[type[Exception], ...] = (),
+    callbacks: Sequence[Callback] = (),
+    gc_after_trial: bool = False,
+    wait_for_others: bool = True,
+    poll_interval: float | None = None,
+) -> int:
+    """Run ``objective`` in this worker until the study has ``target`` finished trials.
+
+    Several workers (threads, processes, machines) may call it on the same study: together
+    they finish exactly ``target`` trials. With ``wait_for_others`` a worker with nothing
+    left to start waits while trials run elsewhere, failing and re-running (same params)
+    the trial of a worker that died, once the storage's heartbeat grace period has passed.
+    Returns when the target is reached, ``timeout`` seconds have passed, or a callback
+    called ``study.stop()``; returns the number of trials this call ran (surplus excluded).
+    """
+    _check_target(target)
+    start = time.monotonic()
+    ran = 0
+
+    def gated(trial: optuna.Trial) -> float:
+        nonlocal ran
+        claim_slot(trial, target)
+        ran += 1
+        return objective(trial)
+
+    poll = poll_interval if poll_interval is not None else _poll_interval(study)
+    while True:
+        left = None if timeout is None else timeout - (time.monotonic() - start)
+        if left is not None and left <= 0:
+            return ran
+        _fail_stale(study)
+        if remaining_trials(study, target) > 0:
+            stop = StopAtTarget(target)
+            study.optimize(
+                gated,
+                timeout=left,
+                catch=catch,
+                callbacks=[*callbacks, stop],
+                gc_after_trial=gc_after_trial,
+            )
+            timed_out = timeout is not None and time.monotonic() - start >= timeout
+            if not stop.fired and not timed_out:
+                return ran  # another callback stopped the study
+            continue
+        if not wait_for_others or count_finished(study) >= target:
+            return ran
+        time.sleep(poll if left is None else max(0.0, min(poll, left)))
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        fail_stale_trials(study)
+
+
+def _poll_interval(study: optuna.Study) -> float:
+    get_interval = getattr(study._storage, "get_heartbeat_interval", None)
+    interval = get_interval() if callable(get_interval) else None
+    return float(min(interval, 5)) if interval else 1.0
+
+
+def _check_target(target: int) -> None:
+    if not isinstance(target, int) or isinstance(target, bool) or target < 0:
+        raise ConfigError(f"the number of trials must be a whole number >= 0, but got {target!r}")
