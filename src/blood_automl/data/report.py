@@ -131,20 +131,25 @@ def write_contact_sheet(
 ) -> Path:
     """Write a PNG of the removed images, one titled block per removal group, and return its path.
 
-    Each block shows up to ``per_group`` images (a repeated picture shows its first copies),
-    each captioned with its input index and label.
+    Each block shows up to ``per_group`` images (a repeated picture only its first row of
+    copies), each captioned with its input index and class.
     """
     p = report.processed
     images, labels, names = p.dataset.images, p.dataset.labels, p.dataset.class_names
     cell_h = thumb + 14
     title_h = 18
     blocks: list[tuple[str, Sequence[int]]] = [
-        (f"{g.reason} - {g.count} image{'s' if g.count != 1 else ''}", g.indices[:per_group])
+        (
+            f"{g.reason} - {g.count} image{'s' if g.count != 1 else ''}",
+            g.indices[
+                : columns if g.kind == "repeated" else per_group
+            ],  # copies: one row is enough
+        )
         for g in p.cleaning.groups
     ]
     if not blocks:
         blocks = [("nothing was removed", [])]
-    height = 8 + sum(title_h + max(1, -(-len(idx) // columns)) * cell_h + 8 for _, idx in blocks)
+    height = 8 + sum(title_h + -(-len(idx) // columns) * cell_h + 8 for _, idx in blocks)
     width = max(columns * (thumb + 4) + 8, 480)
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
@@ -159,8 +164,9 @@ def write_contact_sheet(
                 (thumb, thumb), Image.Resampling.LANCZOS
             )
             sheet.paste(tile, (x0, y0))
+            draw.rectangle([x0 - 1, y0 - 1, x0 + thumb, y0 + thumb], outline=(170, 170, 170))
             draw.text((x0, y0 + thumb), f"{i} {names[int(labels[i])][:6]}", fill=(60, 60, 60))
-        y += max(1, -(-len(idx) // columns)) * cell_h + 8
+        y += -(-len(idx) // columns) * cell_h + 8
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, format="PNG")
