@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 
 from blood_automl.data import clean_dataset
-from blood_automl.data.clean import STAT_NAMES, image_statistics
+from blood_automl.data.clean import STAT_NAMES, image_statistics, outlier_flags
 from conftest import make_images
 
 from .conftest import Planted, cartoon, far_outliers
@@ -119,3 +119,15 @@ def test_statistics_shape_and_names() -> None:
     assert stats.shape == (5, len(STAT_NAMES))
     assert np.isfinite(stats).all()
     assert np.allclose(image_statistics(images, np.array([3, 1])), stats[[3, 1]])
+
+
+def test_isolation_forest_alone_finds_noise_and_spares_real_cells(
+    pbc_small: dict[str, np.ndarray],
+) -> None:
+    images, labels = pbc_small["images"], pbc_small["labels"]
+    noise = far_outliers(images[0])[2]
+    x = np.concatenate([images, noise[None]])
+    y = np.concatenate([labels, [4]])
+    class_flag, forest_flag = outlier_flags(x, y)
+    assert forest_flag[-1] and class_flag[-1]
+    assert not forest_flag[:-1].any() and not class_flag[:-1].any()

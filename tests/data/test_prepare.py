@@ -215,3 +215,33 @@ def test_no_clean_keeps_everything(tmp_path: Path) -> None:
     assert len(everything.y_train) + len(everything.y_val) + len(everything.y_test) == 44
     kept = prepare_data(tmp_path / "dup.npz", tmp_path / "b", image_size=16)
     assert kept.manifest["n_kept"] == 40
+
+
+def test_too_few_after_cleaning_says_so(tmp_path: Path) -> None:
+    images, labels = make_images(48, size=16)
+    keep = labels != 7
+    x = np.concatenate(
+        [images[keep], np.repeat(images[7:8], 5, 0)]
+    )  # platelet: 5 copies of one image
+    y = np.concatenate([labels[keep], np.full(5, 7)])
+    np.savez(tmp_path / "d.npz", images=x, labels=y)
+    with pytest.raises(DataError) as info:
+        prepare_data(tmp_path / "d.npz", tmp_path / "p", image_size=16)
+    message = str(info.value)
+    assert (
+        "class 'platelet' has 0 image(s)" in message
+        and "after cleaning removed 5 images" in message
+    )
+    assert "\n" not in message and not (tmp_path / "p").exists()
+    prepare_data(tmp_path / "d.npz", tmp_path / "p", image_size=16, clean=False)
+
+
+def test_concurrent_writer_loses_gracefully(tmp_path: Path) -> None:
+    from blood_automl.data.prepare import _write_atomically
+
+    data = _data(tmp_path)
+    out = tmp_path / "p"
+    first = prepare_data(data, out, image_size=16)
+    assert _write_atomically(out, first.arrays(), first.manifest) is False  # out already complete
+    assert _no_temp_dirs(tmp_path)
+    assert load_prepared(out).fingerprint == first.fingerprint

@@ -322,7 +322,7 @@ BAD_INPUTS: list[tuple[Callable[[Path], Path | str], str]] = [
     (length_mismatch, "length mismatch"),
     (empty_dataset, "the data set is empty"),
     (duplicate_class_names, "repeats 'basophil'"),
-    (too_few_in_class, "class 'platelet' has 2 image(s) after cleaning, too few"),
+    (too_few_in_class, "class 'platelet' has 2 image(s), too few"),
     (medmnist_missing_val, "misses 'val_images'"),
     (npy_file, "single .npy array"),
     (zip_not_npz, "zip archive but not an .npz"),

@@ -30,6 +30,7 @@ from blood_automl.data.clean import CleaningReport, clean_dataset, keep_all, war
 from blood_automl.data.dataset import SPLIT_NAMES, Dataset
 from blood_automl.data.readers import IMAGE_SUFFIXES, load_dataset, source_path
 from blood_automl.data.split import DEFAULT_FRACTIONS, Split, check_fractions, split_indices
+from blood_automl.data.validate import check_image_size
 from blood_automl.errors import ConfigError, DataError
 
 MANIFEST = "manifest.json"
@@ -97,14 +98,22 @@ def process_dataset(
     report = clean_dataset(dataset.images, dataset.labels) if clean else keep_all(len(dataset))
     keep = report.keep
     predefined = dataset.predefined_split[keep] if dataset.predefined_split is not None else None
-    inner = split_indices(
-        dataset.labels[keep],
-        fractions=fractions,
-        seed=int(seed),
-        class_names=dataset.class_names,
-        predefined=predefined,
-        source=dataset.source,
-    )
+    try:
+        inner = split_indices(
+            dataset.labels[keep],
+            fractions=fractions,
+            seed=int(seed),
+            class_names=dataset.class_names,
+            predefined=predefined,
+            source=dataset.source,
+        )
+    except DataError as exc:
+        if not report.n_removed:
+            raise
+        raise DataError(
+            f"{exc} (counted after cleaning removed {report.n_removed} images: see them with "
+            "blood-automl inspect-data DATA --sheet removed.png, or pass --no-clean)"
+        ) from exc
     split = Split(*(keep[part] for part in inner))
     return ProcessedData(dataset=dataset, cleaning=report, split=split, cleaned=clean)
 
@@ -320,6 +329,7 @@ def prepare_data(
     the folder appears complete or not at all (written to a temporary folder, then renamed).
     """
     out_dir = Path(out_dir)
+    image_size = check_image_size(image_size)
     fracs = check_fractions(fractions)
     options = {
         "image_size": int(image_size),

@@ -104,7 +104,7 @@ def split_indices(
     for c in range(n_classes):
         if counts[c] < need:
             raise DataError(
-                f"{source}: class '{names[c]}' has {counts[c]} image(s) after cleaning, too few for a "
+                f"{source}: class '{names[c]}' has {counts[c]} image(s), too few for a "
                 f"stratified {_pct(fracs)} train/val/test split (needs at least {need}); "
                 "add images of this class or remove the class from the data"
             )
