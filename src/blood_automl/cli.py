@@ -104,6 +104,162 @@ def inspect_data_command(
             typer.echo(f"contact sheet of removed images: {sheet}")
 
 
+STUDY_HELP = "Study name."
+STORAGE_HELP = (
+    "Optuna storage: an SQLAlchemy URL (postgresql://user:pass@host/db for many machines). "
+    "Default: sqlite:///studies/blood-automl.db."
+)
+
+
+@app.command("search")
+def search_command(
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Training data: an .npz, a MedMNIST .npz, a folder of class folders, or "
+            "bloodmnist[:64|128|224]. May be left out when resuming a study.",
+            show_default=False,
+        ),
+    ] = None,
+    trials: Annotated[
+        int, typer.Option("--trials", help="The study ends with this many finished trials.")
+    ] = 100,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Stop starting trials after this many seconds."),
+    ] = None,
+    study: Annotated[str, typer.Option("--study", help=STUDY_HELP)] = "blood-automl",
+    storage: Annotated[
+        str | None, typer.Option("--storage", help=STORAGE_HELP, show_default=False)
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="gpu, cpu or smoke. Default: the study's space when resuming, else gpu when "
+            "TensorFlow sees a GPU and cpu otherwise.",
+            show_default=False,
+        ),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(
+            "--space", help="A TOML space file (fixes or narrows a preset).", show_default=False
+        ),
+    ] = None,
+    weights: Annotated[
+        str,
+        typer.Option(
+            "--weights",
+            help="imagenet (Keras cache), none (from scratch), or a folder of weight files.",
+        ),
+    ] = "imagenet",
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 96,
+    objective: Annotated[
+        str,
+        typer.Option("--objective", help="accuracy, balanced_accuracy or macro_f1 (validation)."),
+    ] = "accuracy",
+    recipes: Annotated[
+        bool,
+        typer.Option(
+            "--recipes/--no-recipes", help="Queue the published recipes as the first trials."
+        ),
+    ] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, sampler and trials.")] = 0,
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe, random or gp.")] = "tpe",
+    pruner: Annotated[
+        str, typer.Option("--pruner", help="hyperband, median or none.")
+    ] = "hyperband",
+    no_clean: Annotated[
+        bool, typer.Option("--no-clean", help="Keep every image (no cleaning).")
+    ] = False,
+    convert: Annotated[
+        bool, typer.Option("--convert", help="Convert grayscale or RGBA images to RGB.")
+    ] = False,
+) -> None:
+    """Search backbones, heads, augmentation and fine-tuning with an Optuna study.
+
+    Prepares the data once (clean, split, cache), checks that every backbone's weights
+    can be had, queues the published recipes, then trains trials until the study has
+    --trials finished ones. Running it again resumes the study. Ctrl-C stops cleanly.
+
+    \b
+    Example:  blood-automl search --data training_set.npz --trials 100
+    Example:  blood-automl search --data bloodmnist --preset cpu --trials 20
+    """
+    from rich.console import Console
+
+    from blood_automl.search import SearchOptions, SearchStopped, print_summary, run_search
+
+    options = SearchOptions(
+        data=data,
+        trials=trials,
+        timeout=timeout,
+        study=study,
+        storage=storage,
+        preset=preset,
+        space=None if space is None else str(space),
+        weights=weights,
+        image_size=image_size,
+        objective=objective,
+        recipes=recipes,
+        seed=seed,
+        sampler=sampler,
+        pruner=pruner,
+        clean=not no_clean,
+        convert=convert,
+    )
+    console = Console()
+    try:
+        result = run_search(options, console)
+    except SearchStopped as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=exc.exit_code) from None
+    print_summary(result, options, console)
+
+
+@app.command("refit-best")
+def refit_best_command(
+    study: Annotated[str, typer.Option("--study", help=STUDY_HELP)] = "blood-automl",
+    storage: Annotated[
+        str | None, typer.Option("--storage", help=STORAGE_HELP, show_default=False)
+    ] = None,
+    trial: Annotated[
+        int | None,
+        typer.Option(
+            "--trial", help="Refit this completed trial instead of the best.", show_default=False
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Export folder. Default: exports/<study>.", show_default=False),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing export folder.")
+    ] = False,
+) -> None:
+    """Retrain the best trial on train + validation, test it once, and export it.
+
+    Writes model.keras (raw uint8 images in, class probabilities out), a SavedModel,
+    config.json (params, study, trial, space version, data fingerprint, seed, versions),
+    metrics.json, classification_report.txt, confusion_matrix.png, training_curves.png.
+
+    \b
+    Example:  blood-automl refit-best --study blood-automl
+    """
+    from blood_automl.search.refit import refit_best
+
+    result = refit_best(study, storage, trial_number=trial, out=out, overwrite=overwrite)
+    m = result.test_metrics
+    typer.echo(
+        f"trial {result.trial}: validation {result.validation_value:.4f}; test accuracy "
+        f"{m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, macro F1 "
+        f"{m['macro_f1']:.4f} on {m['n']} images"
+    )
+    typer.echo(f"exported to {result.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a :class:`BloodAutoMLError` becomes one line on stderr and exit code 1."""
     try:

@@ -1,0 +1,109 @@
+"""Export of a refit model: model.keras, a SavedModel, config/metrics JSON, report and figures, atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blood_automl.errors import ConfigError
+from blood_automl.search.plots import confusion_matrix_png, curves_png
+
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an existing, non-empty output folder unless ``overwrite``; refuse a file there."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path {out} is a file; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"output folder {out} already exists; pass --overwrite or choose another --out"
+        )
+
+
+def write_atomically(out: Path, overwrite: bool, fill: Callable[[Path], None]) -> Path:
+    """Let ``fill`` write into a temporary folder beside ``out``, then move it into place.
+
+    A failure leaves ``out`` as it was; nothing half-written appears under its name.
+    """
+    check_out_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fill(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def classification_report_text(
+    y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
+) -> str:
+    """scikit-learn's per-class precision / recall / F1 report."""
+    from sklearn.metrics import classification_report
+
+    return str(
+        classification_report(
+            y_true,
+            np.asarray(probs).argmax(axis=-1),
+            labels=list(range(len(class_names))),
+            target_names=list(class_names),
+            digits=4,
+            zero_division=0,
+        )
+    )
+
+
+def export_model(
+    out: Path,
+    *,
+    model: Any,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    report: str,
+    history: list[dict[str, Any]],
+    class_names: Sequence[str],
+    overwrite: bool = False,
+    saved_model: bool = True,
+) -> Path:
+    """Write everything refit-best promises into ``out`` (atomically) and return it.
+
+    ``model.keras`` is an uncompiled copy of the model (no optimizer state, no custom
+    objects), so it loads in Keras safe mode and predicts on raw uint8 images.
+    """
+    import keras
+
+    def fill(folder: Path) -> None:
+        inference = keras.Model(model.inputs, model.outputs, name=model.name)
+        inference.save(folder / MODEL_FILE)
+        if saved_model:
+            inference.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+        (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (folder / "classification_report.txt").write_text(report)
+        title = f"trial {config.get('trial')} of study '{config.get('study')}'"
+        confusion_matrix_png(
+            metrics["confusion_matrix"],
+            class_names,
+            folder / "confusion_matrix.png",
+            f"{title} (test split)",
+        )
+        curves_png(history, folder / "training_curves.png", f"{title}: refit on train + validation")
+
+    return write_atomically(out, overwrite, fill)

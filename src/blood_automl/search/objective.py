@@ -1,0 +1,159 @@
+"""The objective: one Optuna trial = suggest a config, train it, report every epoch, store what it did."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from blood_automl.data import PreparedData
+from blood_automl.search.plots import confusion_matrix_png, curves_png
+from blood_automl.spaces import Space, TrialConfig, suggest
+
+FAIL_REASON = "fail_reason"
+INTERRUPTED = "interrupted"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while a trial was running."""
+
+
+@dataclass
+class SearchContext:
+    """What every trial of one search shares."""
+
+    space: Space
+    data: PreparedData
+    weights: str
+    objective: str = "accuracy"
+    seed: int = 0
+    patience: int | None = 3
+    artifact_store: Any | None = None
+    on_epoch: Callable[[optuna.Trial, TrialConfig, int, float], None] | None = None
+
+
+def trial_seed(base_seed: int, number: int) -> int:
+    """The seed of trial ``number``: distinct per trial, reproducible from the study's seed."""
+    return (base_seed * 1_000_003 + number) % (2**31 - 1)
+
+
+def config_note(config: TrialConfig, trial_number: int) -> str:
+    """The trial's configuration as a Markdown table, for the dashboard's note."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in config.to_dict().items())
+    return (
+        f"### Trial {trial_number}: {config.backbone}\n\n| parameter | value |\n|---|---|\n{rows}\n"
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters."""
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return line[:300]
+
+
+def make_objective(ctx: SearchContext) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective of a search; failures are recorded on the trial, then re-raised."""
+
+    def objective(trial: optuna.Trial) -> float:
+        from blood_automl import trainer  # TensorFlow: only when a trial actually trains
+
+        config = suggest(trial, ctx.space)
+        seed = trial_seed(ctx.seed, trial.number)
+        trial.set_user_attr("backbone", config.backbone)
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("seed", seed)
+        _save_note(trial, config)
+
+        def report(step: int, value: float) -> None:
+            trial.report(value, step)
+            if ctx.on_epoch is not None:
+                ctx.on_epoch(trial, config, step, value)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {step} with {ctx.objective} {value:.4f}")
+
+        d = ctx.data
+        try:
+            result = trainer.train(
+                config,
+                d.x_train,
+                d.y_train,
+                d.class_names,
+                x_val=d.x_val,
+                y_val=d.y_val,
+                weights=ctx.weights,
+                objective=ctx.objective,
+                report=report,
+                seed=seed,
+                patience=ctx.patience,
+            )
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr(INTERRUPTED, "stopped by the user (SIGINT or SIGTERM)")
+            trial.set_user_attr(FAIL_REASON, "interrupted")
+            raise Interrupted() from exc
+        except Exception as exc:
+            trial.set_user_attr(FAIL_REASON, one_line(exc))
+            raise
+        finally:
+            trainer.release()
+        if result.best_value is None or result.val_metrics is None:
+            raise RuntimeError("the trial trained no epoch with validation data")
+        metrics = result.val_metrics
+        trial.set_user_attr(
+            "val_metrics",
+            {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")},
+        )
+        trial.set_user_attr("history", result.history)
+        trial.set_user_attr("epochs", [result.head_epochs, result.finetune_epochs])
+        trial.set_user_attr("best_step", result.best_step)
+        trial.set_user_attr("unfreeze_from", result.unfreeze_from)
+        trial.set_user_attr("train_seconds", round(result.seconds, 1))
+        _upload_figures(ctx, trial, config, result.history, metrics)
+        return float(result.best_value)
+
+    return objective
+
+
+def _save_note(trial: optuna.Trial, config: TrialConfig) -> None:
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:  # pragma: no cover - optuna-dashboard is a dependency
+        return
+    save_note(trial, config_note(config, trial.number))
+
+
+def _upload_figures(
+    ctx: SearchContext,
+    trial: optuna.Trial,
+    config: TrialConfig,
+    history: list[dict[str, Any]],
+    metrics: dict[str, Any],
+) -> None:
+    if ctx.artifact_store is None:
+        return
+    from optuna.artifacts import upload_artifact
+
+    title = f"trial {trial.number}: {config.backbone}"
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [
+            confusion_matrix_png(
+                metrics["confusion_matrix"],
+                ctx.data.class_names,
+                Path(tmp) / f"trial-{trial.number}-confusion-matrix.png",
+                f"{title} (validation)",
+            ),
+            curves_png(history, Path(tmp) / f"trial-{trial.number}-curves.png", title),
+        ]
+        for path in files:
+            upload_artifact(
+                artifact_store=ctx.artifact_store,
+                file_path=str(path),
+                study_or_trial=trial,
+                mimetype="image/png",
+            )

@@ -1,0 +1,168 @@
+"""refit-best: rebuild the best trial's config through the same space code, retrain, test once, export."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from blood_automl.data import load_prepared
+from blood_automl.errors import ConfigError, DataError
+from blood_automl.search.export import check_out_dir, classification_report_text, export_model
+from blood_automl.search.run import SPACE_ATTR, study_dir
+from blood_automl.spaces import Space, TrialConfig, suggest
+from blood_automl.studies import (
+    DEFAULT_STUDY,
+    best_trial,
+    get_study,
+    mask_url,
+    open_storage,
+    package_versions,
+)
+
+REFIT_ATTR = "refit"
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    """Where the export went and how the model did on the test split."""
+
+    out: Path
+    trial: int
+    validation_value: float
+    test_metrics: dict[str, Any]
+    seconds: float
+
+
+def config_of_trial(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial
+) -> tuple[Space, TrialConfig]:
+    """The trial's TrialConfig, rebuilt with ``FixedTrial(trial.params)`` on the study's stored space.
+
+    Checked against the config the trial itself recorded, so refit trains exactly that model.
+    """
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None:
+        raise ConfigError(
+            f"study '{study.study_name}' holds no search space (it was not made by blood-automl "
+            "search); refit a study made by blood-automl search"
+        )
+    space = Space.from_dict(stored, source=f"study '{study.study_name}'")
+    config = suggest(optuna.trial.FixedTrial(dict(trial.params), number=trial.number), space)
+    recorded = trial.user_attrs.get("config")
+    if recorded is not None and TrialConfig.from_dict(recorded) != config:
+        raise ConfigError(
+            f"trial {trial.number}'s parameters no longer give the configuration it trained "
+            "(space code changed); refit it with the blood-automl version that ran the search"
+        )
+    return space, config
+
+
+def refit_best(
+    study_name: str = DEFAULT_STUDY,
+    storage_url: str | None = None,
+    *,
+    trial_number: int | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> RefitResult:
+    """Retrain the best (or the given) completed trial on train + validation and export it.
+
+    The epochs per phase are those that led to the trial's best validation score; the
+    test split is used once, after training. Nothing is written when the study has no
+    completed trial, the output folder exists (without ``overwrite``), or the study's
+    prepared data is missing or does not match its fingerprint.
+    """
+    storage = open_storage(storage_url)
+    study = get_study(storage, study_name)
+    trial = best_trial(study, trial_number)
+    space, config = config_of_trial(study, trial)
+    out = Path(out) if out is not None else Path("exports") / study_name
+    check_out_dir(out, overwrite)
+
+    data_dir = study_dir(storage_url, study_name) / "data"
+    if not (data_dir / "manifest.json").is_file():
+        raise DataError(
+            f"study '{study_name}' has no prepared data in {data_dir}; run blood-automl search "
+            "with the same --study and --storage (and --data) on this machine first"
+        )
+    data = load_prepared(data_dir)
+    expected = study.user_attrs.get("data_fingerprint")
+    if expected is not None and expected != data.fingerprint:
+        raise DataError(
+            f"prepared data in {data_dir} has fingerprint {data.fingerprint[:12]}, but study "
+            f"'{study_name}' was searched on {str(expected)[:12]}; prepare the study's own data again"
+        )
+    epochs = trial.user_attrs.get("epochs") or [config.head_epochs, config.finetune_epochs]
+    seed = int(trial.user_attrs.get("seed", 0))
+    weights = str(study.user_attrs.get("weights", "imagenet"))
+
+    from blood_automl import trainer
+
+    x = np.concatenate([np.asarray(data.x_train), np.asarray(data.x_val)])
+    y = np.concatenate([np.asarray(data.y_train), np.asarray(data.y_val)])
+    result = trainer.train(
+        config,
+        x,
+        y,
+        data.class_names,
+        weights=weights,
+        seed=seed,
+        epochs=(int(epochs[0]), int(epochs[1])),
+    )
+    probs = trainer.predict(result.model, data.x_test)
+    metrics = trainer.compute_metrics(data.y_test, probs, data.class_names)
+    metrics["split"] = "test"
+    provenance = {
+        "study": study_name,
+        "storage": mask_url(storage_url) if storage_url else "default",
+        "trial": trial.number,
+        "params": dict(trial.params),
+        "config": config.to_dict(),
+        "validation": {"objective": study.user_attrs.get("objective"), "value": trial.value},
+        "space_name": space.name,
+        "space_version": space.version,
+        "data_fingerprint": data.fingerprint,
+        "class_names": list(data.class_names),
+        "image_size": data.image_size,
+        "weights": weights,
+        "seed": seed,
+        "epochs": {"head": int(epochs[0]), "finetune": int(epochs[1])},
+        "trained_on": {"train": len(data.y_train), "validation": len(data.y_val)},
+        "tested_on": len(data.y_test),
+        "versions": package_versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    report = classification_report_text(data.y_test, probs, data.class_names)
+    export_model(
+        out,
+        model=result.model,
+        config=provenance,
+        metrics=metrics,
+        report=report,
+        history=result.history,
+        class_names=data.class_names,
+        overwrite=overwrite,
+    )
+    study.set_user_attr(
+        f"{REFIT_ATTR}_trial_{trial.number}",
+        {
+            "test_accuracy": metrics["accuracy"],
+            "test_balanced_accuracy": metrics["balanced_accuracy"],
+            "test_macro_f1": metrics["macro_f1"],
+            "out": str(out),
+            "created": provenance["created"],
+        },
+    )
+    trainer.release()
+    return RefitResult(
+        out=out,
+        trial=trial.number,
+        validation_value=float(trial.value or 0.0),
+        test_metrics=metrics,
+        seconds=result.seconds,
+    )

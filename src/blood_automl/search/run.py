@@ -1,0 +1,346 @@
+"""The search job: prepare data, choose the space, open the study, enqueue recipes, run trials to the target."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+
+from blood_automl.data import PreparedData, load_prepared, prepare_data
+from blood_automl.errors import BloodAutoMLError, ConfigError, DataError
+from blood_automl.search.objective import (
+    FAIL_REASON,
+    INTERRUPTED,
+    Interrupted,
+    SearchContext,
+    make_objective,
+)
+from blood_automl.search.progress import SearchProgress, top_table
+from blood_automl.spaces import Choices, Fixed, Space, applicable_recipes, load_space
+from blood_automl.studies import (
+    DEFAULT_STUDY,
+    StudySettings,
+    artifact_dir,
+    artifact_store_for,
+    create_or_load_study,
+    get_study,
+    list_studies,
+    mask_url,
+    open_storage,
+    optimize_to_target,
+    study_counts,
+    summarize,
+)
+
+SPACE_ATTR = "space"
+RECIPE_ATTR = "recipe"
+
+
+class SearchStopped(BloodAutoMLError):
+    """The search stopped before its target: interrupted, or too many failures in a row."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Everything ``blood-automl search`` takes; defaults are the CLI's."""
+
+    data: str | None = None
+    trials: int = 100
+    timeout: float | None = None
+    study: str = DEFAULT_STUDY
+    storage: str | None = None
+    preset: str | None = None
+    space: str | None = None
+    weights: str = "imagenet"
+    image_size: int = 96
+    objective: str = "accuracy"
+    recipes: bool = True
+    seed: int = 0
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    clean: bool = True
+    convert: bool = False
+    max_failures: int = 5
+    patience: int = 3
+
+
+@dataclass
+class SearchResult:
+    """What a finished search run did."""
+
+    study: optuna.Study
+    ran: int
+    counts: dict[str, int]
+    top: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+
+def study_dir(storage_url: str | None, study: str) -> Path:
+    """The study's own folder (``studies/<study>`` by default): prepared data, artifacts."""
+    return artifact_dir(storage_url, study).parent
+
+
+def _hardware_preset(notes: list[str]) -> str:
+    from blood_automl.trainer import configure
+
+    gpus = configure().gpus
+    preset = "gpu" if gpus else "cpu"
+    notes.append(
+        f"preset {preset}: TensorFlow sees {gpus} GPU(s)"
+        + ("" if gpus else " (use --preset gpu to search the full space anyway)")
+    )
+    return preset
+
+
+def _choose_space(options: SearchOptions, stored: dict[str, Any] | None, notes: list[str]) -> Space:
+    if options.space and options.preset:
+        raise ConfigError("give --preset or --space, not both (a space file names its base preset)")
+    if options.space:
+        return load_space(Path(options.space))
+    if options.preset:
+        return load_space(options.preset)
+    if stored is not None:
+        space = Space.from_dict(stored, source="the study's stored space")
+        notes.append(f"space {space.name} (version {space.version}) from the study")
+        return space
+    return load_space(_hardware_preset(notes))
+
+
+def _prepare(options: SearchOptions, folder: Path, notes: list[str]) -> PreparedData:
+    data_dir = folder / "data"
+    if options.data is None:
+        if not (data_dir / "manifest.json").is_file():
+            raise DataError(
+                f"no --data given and study '{options.study}' has no prepared data in {data_dir}; "
+                "pass --data PATH (an .npz, a folder of class folders, or bloodmnist)"
+            )
+        data = load_prepared(data_dir)
+        notes.append(f"data: the study's prepared data in {data_dir}")
+    else:
+        data = prepare_data(
+            options.data,
+            data_dir,
+            image_size=options.image_size,
+            clean=options.clean,
+            convert=options.convert,
+            seed=options.seed,
+        )
+    if data.image_size != options.image_size and options.data is not None:
+        raise DataError(
+            f"prepared data is {data.image_size}px but --image-size is {options.image_size}"
+        )
+    return data
+
+
+def _max_epochs(space: Space) -> int:
+    """The most epochs (both phases) a trial of ``space`` can train: Hyperband's budget."""
+
+    def high(name: str) -> int:
+        domain = space[name]
+        if isinstance(domain, Fixed):
+            return int(domain.value)
+        if isinstance(domain, Choices):
+            return int(max(domain.options))
+        return int(domain.high)
+
+    return high("head_epochs") + high("finetune_epochs")
+
+
+class FailureStreak:
+    """Optuna callback: stop the study after ``limit`` failed trials in a row, keeping the reasons."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.reasons: list[str] = []
+        self.tripped = False
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "surplus" in trial.user_attrs or INTERRUPTED in trial.user_attrs:
+            return
+        if trial.state == TrialState.FAIL:
+            self.reasons.append(
+                f"trial {trial.number}: {trial.user_attrs.get(FAIL_REASON, 'unknown')}"
+            )
+        elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.reasons.clear()
+        if self.limit and len(self.reasons) >= self.limit:
+            self.tripped = True
+            study.stop()
+
+
+def _enqueue_recipes(study: optuna.Study, space: Space, notes: list[str]) -> None:
+    done = {t.user_attrs.get(RECIPE_ATTR) for t in study.get_trials(deepcopy=False)}
+    recipes = applicable_recipes(space)
+    added = []
+    for name, params in recipes.items():
+        if name in done:
+            continue
+        study.enqueue_trial(params, user_attrs={RECIPE_ATTR: name}, skip_if_exists=True)
+        added.append(name)
+    if added:
+        notes.append(f"recipes queued as the first trials: {', '.join(added)}")
+    elif not recipes:
+        notes.append(f"no published recipe fits the {space.name} space")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt in the main thread, so both stop a search the same way."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resume_command(options: SearchOptions) -> str:
+    """The command that continues this search (passwords masked)."""
+    parts = ["blood-automl", "search", "--study", options.study, "--trials", str(options.trials)]
+    if options.storage:
+        parts += ["--storage", mask_url(options.storage)]
+    return " ".join(parts)
+
+
+def run_search(options: SearchOptions, console: Console | None = None) -> SearchResult:
+    """Run (or resume) a search until the study has ``options.trials`` finished trials.
+
+    Raises :class:`SearchStopped` when interrupted (SIGINT or SIGTERM; the running trial is
+    marked interrupted, not counted, and the study stays consistent) or when
+    ``max_failures`` trials fail in a row.
+    """
+    console = console or Console()
+    notes: list[str] = []
+    if options.trials < 1:
+        raise ConfigError(f"--trials must be at least 1, but got {options.trials}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise ConfigError(
+            f"--timeout must be a positive number of seconds, but got {options.timeout}"
+        )
+    storage = open_storage(options.storage)
+    existing = {info.name for info in list_studies(storage)}
+    stored_space = None
+    if options.study in existing:
+        stored_space = get_study(storage, options.study).user_attrs.get(SPACE_ATTR)
+    space = _choose_space(options, stored_space, notes)
+
+    from blood_automl.trainer import check_weights, configure, weights_mode
+
+    configure()
+    weights = weights_mode(options.weights)
+    missing = check_weights(space.backbones, weights)
+    if missing:
+        raise ConfigError(
+            f"ImageNet weights missing for {len(missing)} backbone(s) of the {space.name} space: "
+            + "; ".join(missing)
+            + " -- put the files there, narrow the space with --space, or use --weights none"
+        )
+    folder = study_dir(options.storage, options.study)
+    data = _prepare(options, folder, notes)
+
+    settings = StudySettings(
+        objective=options.objective,  # type: ignore[arg-type]
+        sampler=options.sampler,  # type: ignore[arg-type]
+        pruner=options.pruner,  # type: ignore[arg-type]
+        seed=options.seed,
+        max_resource=_max_epochs(space),
+    )
+    metadata = {
+        "space_name": space.name,
+        "space_version": space.version,
+        "data_fingerprint": data.fingerprint,
+        "image_size": data.image_size,
+        "weights": weights,
+        "class_names": list(data.class_names),
+    }
+    study = create_or_load_study(storage, options.study, settings, metadata)
+    if SPACE_ATTR not in study.user_attrs:
+        study.set_user_attr(SPACE_ATTR, space.to_dict())
+    if options.recipes:
+        _enqueue_recipes(study, space, notes)
+
+    ctx = SearchContext(
+        space=space,
+        data=data,
+        weights=weights,
+        objective=options.objective,
+        seed=options.seed,
+        patience=options.patience,
+        artifact_store=artifact_store_for(options.storage, options.study),
+    )
+    for note in notes:
+        console.print(f"[dim]{note}[/dim]")
+    streak = FailureStreak(options.max_failures)
+    progress = SearchProgress(study, options.trials, options.objective, console)
+    ctx.on_epoch = progress.on_epoch
+    ran = 0
+    try:
+        with _sigterm_as_interrupt(), progress, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
+            ran = optimize_to_target(
+                study,
+                make_objective(ctx),
+                options.trials,
+                timeout=options.timeout,
+                catch=(Exception,),
+                callbacks=[progress.on_trial_end, streak],
+            )
+    except (KeyboardInterrupt, Interrupted):
+        counts = study_counts(study)
+        raise SearchStopped(
+            f"search stopped by the user with {counts['finished']} of {options.trials} trials "
+            f"finished; the running trial is marked interrupted and not counted; resume with: "
+            f"{resume_command(options)}",
+            exit_code=130,
+        ) from None
+    if streak.tripped:
+        raise SearchStopped(
+            f"{len(streak.reasons)} trials failed in a row, so the search stopped: "
+            + "; ".join(streak.reasons[-options.max_failures :])
+        )
+    return SearchResult(
+        study=study,
+        ran=ran,
+        counts=study_counts(study),
+        top=summarize(study, top=5),
+        notes=notes,
+    )
+
+
+def print_summary(result: SearchResult, options: SearchOptions, console: Console) -> None:
+    """The end of a search: counts, the top-5 table and the next command."""
+    c = result.counts
+    console.print(
+        f"study '{result.study.study_name}': {c['finished']} finished "
+        f"({c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed); this run: {result.ran}"
+    )
+    if result.top:
+        console.print(top_table(result.study, options.objective))
+        nxt = ["blood-automl", "refit-best", "--study", options.study]
+        if options.storage:
+            nxt += ["--storage", mask_url(options.storage)]
+        console.print("next: " + " ".join(nxt))
+    elif sys.stdout.isatty():
+        console.print("no trial completed yet")
