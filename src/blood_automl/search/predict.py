@@ -1,0 +1,450 @@
+"""Predict with an exported model: class and probabilities per image, written to a CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from blood_automl.data.readers import IMAGE_SUFFIXES, _array, _open_npz
+from blood_automl.data.validate import fail, resize_one, to_labels, to_rgb_uint8
+from blood_automl.errors import ConfigError, DataError
+
+DEFAULT_OUT = Path("predictions.csv")
+"""Where predictions go unless ``--out`` says otherwise (the working directory)."""
+
+_MAKE_MODEL = "give the model.keras (or its folder) exported by `blood-automl refit-best`"
+_NEEDS_CONVERT = {"L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA", "La", "RGBA", "RGBa", "PA"}
+
+
+@dataclass(frozen=True, eq=False)
+class ExportedModel:
+    """What predict needs to know of an export: the model file and its config.json."""
+
+    model_file: Path
+    class_names: tuple[str, ...]
+    image_size: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
+class Images:
+    """Images to predict on, where each came from, and their labels when the data had any."""
+
+    images: np.ndarray | list[np.ndarray]  # (N, H, W, 3) uint8, or a list of (H, W, 3)
+    sources: list[str]
+    labels: np.ndarray | None
+    notes: list[str]
+
+
+@dataclass(frozen=True, eq=False)
+class PredictResult:
+    """What :func:`predict_images` wrote and found.
+
+    ``probabilities`` is (N, classes) float32, ``predicted`` (N,) class indices, ``labels``
+    the true classes when the data had them (then ``accuracy`` is their share predicted
+    right), ``counts`` the number of images predicted per class.
+    """
+
+    out: Path
+    model: Path
+    class_names: tuple[str, ...]
+    sources: tuple[str, ...]
+    probabilities: np.ndarray
+    predicted: np.ndarray
+    labels: np.ndarray | None
+    accuracy: float | None
+    counts: dict[str, int]
+    notes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.predicted.shape[0])
+
+
+def predict_images(
+    model_path: str | Path,
+    data: str | Path,
+    *,
+    out: Path | None = None,
+    batch_size: int = 256,
+    overwrite: bool = False,
+    resize: bool = False,
+    convert: bool = False,
+) -> PredictResult:
+    """Predict every image of ``data`` with an exported model and write a CSV.
+
+    ``model_path`` is an export folder or its ``model.keras``, with ``config.json`` beside
+    it (``class_names``, ``image_size``). ``data`` is an .npz with ``images`` (and optional
+    ``labels``, ``class_names``, ``filenames``), a folder of image files, a folder of class
+    folders (the folder names are the true classes), or one image file. Images must have
+    the model's size unless ``resize`` (centre-crop and Lanczos, as training data is
+    resized); grayscale and RGBA images are refused unless ``convert``.
+
+    The CSV (default ``predictions.csv``; an existing file is refused unless ``overwrite``)
+    has ``index, source, [true,] predicted, confidence, p_<class>...``.
+    Raises :class:`DataError` for a bad model or data, :class:`ConfigError` for bad options.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size must be a whole number >= 1, but got {batch_size!r}")
+    target = Path(out) if out is not None else DEFAULT_OUT
+    _check_out(target, overwrite)
+    exported = read_export(Path(model_path))
+    found = read_images(
+        data, exported.image_size, exported.class_names, resize=resize, convert=convert
+    )
+    model = load_model(exported)
+    probs = _predict(model, np.asarray(found.images), batch_size, exported)
+    predicted = probs.argmax(axis=1)
+    accuracy = None
+    if found.labels is not None:
+        accuracy = float(np.mean(predicted == found.labels))
+    _write_csv(target, exported.class_names, found, probs, predicted)
+    counts = np.bincount(predicted, minlength=len(exported.class_names))
+    return PredictResult(
+        out=target,
+        model=exported.model_file,
+        class_names=exported.class_names,
+        sources=tuple(found.sources),
+        probabilities=probs,
+        predicted=predicted,
+        labels=found.labels,
+        accuracy=accuracy,
+        counts={n: int(c) for n, c in zip(exported.class_names, counts, strict=True)},
+        notes=tuple(found.notes),
+    )
+
+
+def _check_out(target: Path, overwrite: bool) -> None:
+    if target.is_dir():
+        raise ConfigError(f"--out {target} is a folder; give a file name such as {DEFAULT_OUT}")
+    if target.exists() and not overwrite:
+        raise ConfigError(
+            f"{target} exists; pass --overwrite to replace it or choose another --out"
+        )
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+def read_export(path: Path) -> ExportedModel:
+    """Find ``model.keras`` and read ``config.json`` beside it, with one-line DataErrors."""
+    model_file = path / "model.keras" if path.is_dir() else path
+    if not model_file.exists():
+        where = f"{path} holds no model.keras" if path.is_dir() else f"{path} does not exist"
+        raise DataError(f"{where}; {_MAKE_MODEL}")
+    if model_file.suffix != ".keras":
+        raise DataError(
+            f"{model_file} is not a .keras model file (it must be a model.keras exported by "
+            f"`blood-automl refit-best`); {_MAKE_MODEL}"
+        )
+    if not zipfile.is_zipfile(model_file):
+        raise DataError(
+            f"{model_file} is not a Keras model (not a .keras zip archive); it must be a "
+            f"model.keras exported by `blood-automl refit-best`"
+        )
+    config_file = model_file.parent / "config.json"
+    if not config_file.is_file():
+        raise DataError(
+            f"{model_file.parent} has no config.json beside the model (it names the classes); "
+            f"{_MAKE_MODEL} together with its folder"
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(
+            f"{config_file} cannot be read as JSON ({type(e).__name__}: {e}); re-export the "
+            f"model with `blood-automl refit-best`"
+        ) from None
+    if not isinstance(config, dict):
+        raise DataError(f"{config_file} is not a JSON object; re-export with refit-best")
+    names = config.get("class_names")
+    if (
+        not isinstance(names, list)
+        or len(names) < 2
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise DataError(
+            f"{config_file}: 'class_names' must list at least 2 distinct class names, but is "
+            f"{names!r}; re-export the model with `blood-automl refit-best`"
+        )
+    size = config.get("image_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(
+            f"{config_file}: 'image_size' must be a whole number of pixels, but is {size!r}; "
+            f"re-export the model with `blood-automl refit-best`"
+        )
+    return ExportedModel(model_file, tuple(names), size, config)
+
+
+def load_model(exported: ExportedModel) -> Any:
+    """Load the model in Keras safe mode and check its input and output against config.json."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    path = exported.model_file
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as e:  # Keras raises many kinds for files that are not its models
+        text = " ".join(str(e).split())
+        if "safe_mode" in text or "arbitrary code" in text:
+            raise DataError(
+                f"{path} holds Python code (e.g. a Lambda layer) that Keras safe mode refuses "
+                f"to run; use a model.keras exported by `blood-automl refit-best`"
+            ) from None
+        raise DataError(
+            f"{path} is not a Keras model that can be loaded ({type(e).__name__}: "
+            f"{text[:160]}); it must be a model.keras exported by `blood-automl refit-best`"
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise DataError(f"{path} does not hold a Keras model; {_MAKE_MODEL}")
+    want = (exported.image_size, exported.image_size, 3)
+    shape = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else None
+    if shape is None or any(d is not None and d != w for d, w in zip(shape, want, strict=True)):
+        raise DataError(
+            f"{path} takes input {shape}, but its config.json says {want[0]}x{want[1]} RGB "
+            f"images; re-export the model with `blood-automl refit-best`"
+        )
+    n_out = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
+    if n_out != len(exported.class_names):
+        raise DataError(
+            f"{path} outputs {n_out} values per image, but its config.json names "
+            f"{len(exported.class_names)} classes; re-export the model with refit-best"
+        )
+    return model
+
+
+def _predict(
+    model: Any, images: np.ndarray, batch_size: int, exported: ExportedModel
+) -> np.ndarray:
+    parts = [
+        np.asarray(model.predict_on_batch(images[i : i + batch_size].astype(np.float32)))
+        for i in range(0, images.shape[0], batch_size)
+    ]
+    probs = np.concatenate(parts).astype(np.float32, copy=False)
+    sums = probs.sum(axis=1)
+    if not np.isfinite(probs).all() or (probs < 0).any() or np.abs(sums - 1.0).max() > 1e-2:
+        raise DataError(
+            f"{exported.model_file} does not output class probabilities (rows sum to "
+            f"{float(sums.min()):.3g}..{float(sums.max()):.3g}, not 1); {_MAKE_MODEL}"
+        )
+    return probs
+
+
+# -- the data ------------------------------------------------------------------------------
+
+
+def read_images(
+    data: str | Path,
+    image_size: int,
+    class_names: tuple[str, ...],
+    *,
+    resize: bool = False,
+    convert: bool = False,
+) -> Images:
+    """Read ``data`` (npz, image folder, class folders or one image) as RGB uint8 images."""
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"{data}: no such file or folder; give an .npz with 'images', a folder of images, "
+            f"a folder of class folders or one image file"
+        )
+    if path.is_dir():
+        found = _read_folder(path, class_names, convert)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        found = _read_files([path], path.parent, str(path), convert)
+    else:
+        found = _read_npz(path, class_names, convert)
+    return _sized(found, image_size, str(data), resize)
+
+
+def _sized(found: Images, image_size: int, where: str, resize: bool) -> Images:
+    wrong = [
+        i
+        for i, image in enumerate(found.images)
+        if image.shape[0] != image_size or image.shape[1] != image_size
+    ]
+    if not wrong:
+        images = found.images if isinstance(found.images, np.ndarray) else np.stack(found.images)
+        return Images(images, found.sources, found.labels, found.notes)
+    first = found.images[wrong[0]]
+    if not resize:
+        raise fail(
+            where,
+            f"{len(wrong)} image(s) are not {image_size}x{image_size} as the model expects "
+            f"(e.g. {found.sources[wrong[0]]} is {first.shape[1]}x{first.shape[0]})",
+            f"resize them to {image_size}x{image_size}, pass --resize to resize them as "
+            f"training does (centre-crop, Lanczos), or use a model exported at that size",
+        )
+    images = np.stack([resize_one(image, image_size) for image in found.images])
+    note = f"resized {len(wrong)} images (e.g. {first.shape[1]}x{first.shape[0]}) to {image_size}x{image_size}"
+    return Images(images, found.sources, found.labels, [*found.notes, note])
+
+
+def _read_npz(path: Path, class_names: tuple[str, ...], convert: bool) -> Images:
+    where = str(path)
+    with _open_npz(path) as npz:
+        keys = set(npz.files)
+        if "images" not in keys:
+            raise fail(
+                where,
+                f"has no 'images' array (found: {', '.join(sorted(keys)[:8]) or 'nothing'})",
+                "save np.savez(path, images=images[, labels=labels])",
+            )
+        raw = _array(npz, "images", path)
+        raw_labels = _array(npz, "labels", path) if "labels" in keys else None
+        raw_names = _array(npz, "class_names", path) if "class_names" in keys else None
+        raw_files = _array(npz, "filenames", path) if "filenames" in keys else None
+    images, notes = to_rgb_uint8(raw, where, convert=convert)
+    n = images.shape[0]
+    labels = None
+    if raw_labels is not None:
+        names = raw_names if raw_names is not None else np.array(class_names)
+        labels, data_names, label_notes = to_labels(raw_labels, n, where, class_names=names)
+        labels = _to_model_classes(labels, data_names, class_names, where)
+        notes += label_notes
+    if raw_files is not None and raw_files.ndim == 1 and raw_files.shape[0] == n:
+        sources = [str(f) for f in raw_files.tolist()]
+    else:
+        sources = [f"{path.name}[{i}]" for i in range(n)]
+    return Images(images, sources, labels, notes)
+
+
+def _to_model_classes(
+    labels: np.ndarray, data_names: tuple[str, ...], model_names: tuple[str, ...], where: str
+) -> np.ndarray:
+    """Renumber labels from the data's class names to the model's, refusing unknown classes."""
+    if data_names == model_names:
+        return labels
+    lookup = {name: i for i, name in enumerate(model_names)}
+    unknown = [n for n in data_names if n not in lookup]
+    if unknown:
+        raise fail(
+            where,
+            f"the data's class(es) {', '.join(repr(u) for u in unknown)} are not classes of the "
+            f"model ({', '.join(model_names)})",
+            "predict without labels, or rename the classes to the model's",
+        )
+    mapping = np.array([lookup[n] for n in data_names], dtype=np.int64)
+    return mapping[labels]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _read_folder(root: Path, class_names: tuple[str, ...], convert: bool) -> Images:
+    files = _image_files(root)
+    if files:
+        return _read_files(files, root, str(root), convert)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    per_class = [(d, _image_files(d)) for d in class_dirs]
+    per_class = [(d, f) for d, f in per_class if f]
+    if not per_class:
+        raise fail(
+            str(root),
+            f"holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no class folders of them",
+            "give a folder of images, a folder of class folders, an .npz or one image",
+        )
+    unknown = [d.name for d, _ in per_class if d.name not in class_names]
+    if unknown:
+        raise fail(
+            str(root),
+            f"class folder(s) {', '.join(repr(u) for u in unknown[:5])} are not classes of the "
+            f"model ({', '.join(class_names)})",
+            "rename them to the model's classes, or put all images in one folder to predict "
+            "without true classes",
+        )
+    all_files = [f for _, files in per_class for f in files]
+    found = _read_files(all_files, root, str(root), convert)
+    labels = np.concatenate(
+        [np.full(len(files), class_names.index(d.name), dtype=np.int64) for d, files in per_class]
+    )
+    return Images(found.images, found.sources, labels, found.notes)
+
+
+def _read_files(files: list[Path], root: Path, where: str, convert: bool) -> Images:
+    images: list[np.ndarray] = []
+    sources: list[str] = []
+    bad: list[str] = []
+    gray: list[str] = []
+    converted = 0
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        try:
+            with Image.open(f) as im:
+                im.load()
+                if im.mode in _NEEDS_CONVERT and not convert:
+                    gray.append(f"{rel} (mode {im.mode})")
+                    continue
+                converted += im.mode != "RGB"
+                images.append(np.asarray(im.convert("RGB") if im.mode != "RGB" else im))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            bad.append(f"{rel} ({type(e).__name__})")
+            continue
+        except Image.DecompressionBombError:
+            bad.append(f"{rel} (too many pixels)")
+            continue
+        sources.append(rel)
+    if bad:
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise fail(
+            where,
+            f"{len(bad)} image file(s) cannot be read: {'; '.join(bad[:3])}{more}",
+            "remove or replace those files",
+        )
+    if gray:
+        raise fail(
+            where,
+            f"{len(gray)} image(s) are grayscale or have an alpha channel (e.g. {gray[0]}), but "
+            f"the model needs RGB",
+            "pass --convert to convert them to RGB, or save RGB images",
+        )
+    notes = [f"converted {converted} images to RGB"] if converted else []
+    return Images(images, sources, None, notes)
+
+
+# -- the output ----------------------------------------------------------------------------
+
+
+def _write_csv(
+    target: Path,
+    class_names: tuple[str, ...],
+    found: Images,
+    probs: np.ndarray,
+    predicted: np.ndarray,
+) -> None:
+    """Write the CSV to a temporary file beside ``target`` and move it there when complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    header = ["index", "source"]
+    if found.labels is not None:
+        header.append("true")
+    header += ["predicted", "confidence", *(f"p_{n}" for n in class_names)]
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for i, (source, row, k) in enumerate(zip(found.sources, probs, predicted, strict=True)):
+                line: list[Any] = [i, source]
+                if found.labels is not None:
+                    line.append(class_names[int(found.labels[i])])
+                line += [class_names[int(k)], f"{row[k]:.6f}", *(f"{p:.6f}" for p in row)]
+                writer.writerow(line)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
