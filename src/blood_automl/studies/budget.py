@@ -85,6 +85,7 @@ def claim_slot(trial: optuna.Trial, target: int) -> None:
     trials = study.get_trials(deepcopy=False)
     ahead = sum(t.number < trial.number and t.state in _CLAIMED for t in counted(trials))
     if ahead < target:
+        _first_heartbeat(study, trial)
         return
     message = f"not run: the study already has its {target} trials"
     mine = next((t for t in trials if t.number == trial.number), None)
@@ -93,6 +94,20 @@ def claim_slot(trial: optuna.Trial, target: int) -> None:
         message += "; its parameters are queued again for a later run"
     trial.set_user_attr(SURPLUS_ATTR, message)
     raise SurplusTrial(message)
+
+
+def _first_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record the trial's first heartbeat now, before the objective does any work.
+
+    Optuna records it from a thread started with the trial; a worker killed before that
+    thread's first write leaves a RUNNING trial with no heartbeat, which Optuna never
+    marks stale, and which would hold one of the N slots for ever.
+    """
+    storage = study._storage
+    record = getattr(storage, "record_heartbeat", None)
+    get_interval = getattr(storage, "get_heartbeat_interval", None)
+    if callable(record) and callable(get_interval) and get_interval() is not None:
+        record(trial._trial_id)
 
 
 def _queue_again(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -101,7 +101,9 @@ def open_storage(
     if timeout_arg and timeout_arg not in parsed.query:
         engine_kwargs["connect_args"] = {timeout_arg: max(1, round(connect_timeout))}
     return _construct(
-        lambda: RDBStorage(text, engine_kwargs=engine_kwargs, **options),
+        lambda: _retry_schema_race(
+            lambda: RDBStorage(text, engine_kwargs=engine_kwargs, **options)
+        ),
         parsed,
         masked,
         connect_timeout,
@@ -208,16 +210,20 @@ def _check_driver(url: URL, masked: str) -> None:
 
 
 def _retry_schema_race(make: Callable[[], BaseStorage], attempts: int = 5) -> BaseStorage:
-    """Build a storage again when a process outside our lock (a dashboard) made the tables first.
+    """Build a storage again when another process created Optuna's tables at the same moment.
 
-    Optuna creates its tables one statement at a time; a process doing the same at that
-    moment makes one ``CREATE TABLE`` fail with "already exists". The next try finds them.
+    Two workers opening a new database together both try to create the schema; one fails
+    ("already exists" on SQLite, a duplicate type or key on PostgreSQL). The next try
+    finds the tables. On SQLite our own workers also take a folder lock; this covers
+    other programs (a dashboard) and servers.
     """
     for attempt in range(1, attempts + 1):
         try:
             return make()
         except SQLAlchemyError as e:
-            if attempt == attempts or "already exists" not in str(e):
+            text = str(e)
+            race = "already exists" in text or "duplicate key" in text or "Duplicate" in text
+            if attempt == attempts or not race:
                 raise
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
