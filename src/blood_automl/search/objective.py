@@ -13,9 +13,9 @@ import optuna
 from blood_automl.data import PreparedData
 from blood_automl.search.plots import confusion_matrix_png, curves_png
 from blood_automl.spaces import Space, TrialConfig, suggest
+from blood_automl.studies.budget import INTERRUPTED_ATTR as INTERRUPTED
 
 FAIL_REASON = "fail_reason"
-INTERRUPTED = "interrupted"
 
 
 class Interrupted(KeyboardInterrupt):

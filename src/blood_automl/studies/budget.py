@@ -28,6 +28,8 @@ from blood_automl.errors import ConfigError
 
 SURPLUS_ATTR = "surplus"
 """User attribute of a trial that was not run because the study already had its N trials."""
+INTERRUPTED_ATTR = "interrupted"
+"""User attribute of a trial stopped by SIGINT or SIGTERM: it says nothing of its params."""
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _CLAIMED = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
@@ -50,9 +52,15 @@ def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
 
 
 def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that count towards a target: all but surplus and superseded ones."""
+    """The trials that count towards a target: all but surplus, superseded and interrupted ones."""
     skip = superseded(trials)
-    return [t for t in trials if t.number not in skip and SURPLUS_ATTR not in t.user_attrs]
+    return [
+        t
+        for t in trials
+        if t.number not in skip
+        and SURPLUS_ATTR not in t.user_attrs
+        and INTERRUPTED_ATTR not in t.user_attrs
+    ]
 
 
 def count_finished(study: optuna.Study) -> int:
