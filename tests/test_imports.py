@@ -18,9 +18,13 @@ print("ok")
 CASES = {
     "import blood_automl": "import blood_automl",
     "import blood_automl.data": "import blood_automl.data",
+    "import blood_automl.spaces": "import blood_automl.spaces",
+    "import blood_automl.studies": "import blood_automl.studies",
+    "import blood_automl.search": "import blood_automl.search",
     "blood-automl --help": (
         "from blood_automl.cli import main\n"
-        "for argv in (['--help'], ['inspect-data', '--help']):\n"
+        "for argv in (['--help'], *([c, '--help'] for c in ('inspect-data', 'search', "
+        "'refit-best', 'dashboard', 'report', 'predict'))):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as exc:\n"

@@ -260,6 +260,121 @@ def refit_best_command(
     typer.echo(f"exported to {result.out}")
 
 
+@app.command("dashboard")
+def dashboard_command(
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study", help="Study whose uploads the dashboard keeps.", show_default=False
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help=STORAGE_HELP, show_default=False)
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; loopback unless you mean to share it.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No request log.")] = False,
+) -> None:
+    """Watch studies in optuna-dashboard, with each trial's curves and confusion matrix.
+
+    \b
+    Example:  blood-automl dashboard --port 8080
+    """
+    from blood_automl.search.dashboard import run_dashboard
+
+    run_dashboard(
+        storage,
+        study,
+        host=host,
+        port=port,
+        quiet=quiet,
+        on_ready=lambda url: typer.echo(f"dashboard: {url}  (Ctrl-C to stop)"),
+    )
+
+
+@app.command("report")
+def report_command(
+    study: Annotated[str, typer.Option("--study", help=STUDY_HELP)] = "blood-automl",
+    storage: Annotated[
+        str | None, typer.Option("--storage", help=STORAGE_HELP, show_default=False)
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder. Default: reports/<study>.", show_default=False),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier report in that folder.")
+    ] = False,
+    top: Annotated[int, typer.Option("--top", help="How many trials the tables list.")] = 10,
+) -> None:
+    """Write a study's report: top trials, parameter importances, history, learning curves.
+
+    \b
+    Example:  blood-automl report --study blood-automl
+    """
+    from blood_automl.search.report import write_report
+
+    result = write_report(storage, study, out, overwrite=overwrite, top=top)
+    typer.echo(f"report written to {result.folder}: " + ", ".join(p.name for p in result.files))
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+
+
+@app.command("predict")
+def predict_command(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="An export folder of refit-best, or its model.keras.", show_default=False
+        ),
+    ],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Images: an .npz (images[, labels]), a folder of images or of class folders, "
+            "or one image file.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="CSV to write.")] = Path("predictions.csv"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing CSV.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 256,
+    resize: Annotated[
+        bool,
+        typer.Option("--resize", help="Resize images of another size (as training data is)."),
+    ] = False,
+    convert: Annotated[
+        bool, typer.Option("--convert", help="Convert grayscale or RGBA images to RGB.")
+    ] = False,
+) -> None:
+    """Predict the class of each image with an exported model; writes a CSV of probabilities.
+
+    \b
+    Example:  blood-automl predict exports/blood-automl new_images/ --out predictions.csv
+    """
+    from blood_automl.search.predict import predict_images
+
+    result = predict_images(
+        model,
+        data,
+        out=out,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resize=resize,
+        convert=convert,
+    )
+    typer.echo(f"{len(result)} images -> {result.out}")
+    typer.echo("predicted: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
+    if result.accuracy is not None:
+        typer.echo(f"accuracy against the given labels: {result.accuracy:.4f}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a :class:`BloodAutoMLError` becomes one line on stderr and exit code 1."""
     try:
