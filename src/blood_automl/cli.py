@@ -171,6 +171,15 @@ def search_command(
     pruner: Annotated[
         str, typer.Option("--pruner", help="hyperband, median or none.")
     ] = "hyperband",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Worker processes on this machine. Default: one per GPU (each gets its own), "
+            "or one without GPUs.",
+            show_default=False,
+        ),
+    ] = None,
     no_clean: Annotated[
         bool, typer.Option("--no-clean", help="Keep every image (no cleaning).")
     ] = False,
@@ -187,6 +196,7 @@ def search_command(
     \b
     Example:  blood-automl search --data training_set.npz --trials 100
     Example:  blood-automl search --data bloodmnist --preset cpu --trials 20
+    Example:  blood-automl search --workers 4 --storage postgresql://user@db/studies
     """
     from rich.console import Console
 
@@ -209,6 +219,7 @@ def search_command(
         pruner=pruner,
         clean=not no_clean,
         convert=convert,
+        workers=workers,
     )
     console = Console()
     try:

@@ -25,6 +25,7 @@ class SearchProgress:
         self.running: str = "starting"
         self.live: Live | None = None
         self._counts = self._count()
+        self._seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
     def _count(self) -> dict[str, Any]:
         counts: dict[str, Any] = dict(study_counts(self.study))
@@ -81,7 +82,22 @@ class SearchProgress:
         total = config.head_epochs + config.finetune_epochs
         self.running = f"trial {trial.number}: {config.backbone}, epoch {step}/{total}, {self.objective} {value:.4f}"
 
+    def poll(self) -> None:
+        """Re-read the study (trials run by other processes): counts, running trials, new lines."""
+        trials = self.study.get_trials(deepcopy=False)
+        running = [
+            f"trial {t.number} ({t.user_attrs.get('backbone', '?')}, epoch {t.last_step or 0})"
+            for t in trials
+            if t.state == TrialState.RUNNING
+        ]
+        self.running = ", ".join(running) or "-"
+        for t in trials:
+            if t.state.is_finished() and t.number not in self._seen:
+                self.on_trial_end(self.study, t)
+        self._counts = self._count()
+
     def on_trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._seen.add(trial.number)
         if "surplus" in trial.user_attrs:
             return
         self._counts = self._count()

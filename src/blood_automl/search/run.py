@@ -7,12 +7,13 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
@@ -38,6 +39,7 @@ from blood_automl.studies import (
     mask_url,
     open_storage,
     optimize_to_target,
+    remaining_trials,
     study_counts,
     summarize,
 )
@@ -76,6 +78,10 @@ class SearchOptions:
     convert: bool = False
     max_failures: int = 5
     patience: int = 3
+    # Worker processes on this machine (None: one per GPU, or one without GPUs) and the
+    # TensorFlow threads of each (None: all cores shared).
+    workers: int | None = 1
+    threads: int | None = None
 
 
 @dataclass
@@ -182,12 +188,12 @@ class FailureStreak:
             study.stop()
 
 
-def _enqueue_recipes(study: optuna.Study, space: Space, notes: list[str]) -> None:
+def _enqueue_recipes(study: optuna.Study, space: Space, notes: list[str], room: int) -> None:
     done = {t.user_attrs.get(RECIPE_ATTR) for t in study.get_trials(deepcopy=False)}
     recipes = applicable_recipes(space)
-    added = []
+    added: list[str] = []
     for name, params in recipes.items():
-        if name in done:
+        if name in done or len(added) >= room:
             continue
         study.enqueue_trial(params, user_attrs={RECIPE_ATTR: name}, skip_if_exists=True)
         added.append(name)
@@ -198,21 +204,31 @@ def _enqueue_recipes(study: optuna.Study, space: Space, notes: list[str]) -> Non
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt in the main thread, so both stop a search the same way."""
+def stop_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM both stop the search once, as KeyboardInterrupt in the main thread.
+
+    Later signals are ignored, so the trial being stopped can still be recorded as
+    interrupted and the storage left consistent.
+    """
+    stopping = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         raise KeyboardInterrupt()
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def resume_command(options: SearchOptions) -> str:
@@ -223,21 +239,39 @@ def resume_command(options: SearchOptions) -> str:
     return " ".join(parts)
 
 
-def run_search(options: SearchOptions, console: Console | None = None) -> SearchResult:
-    """Run (or resume) a search until the study has ``options.trials`` finished trials.
+@dataclass
+class SearchSetup:
+    """A study ready for workers: its storage, space, prepared data and weights mode."""
 
-    Raises :class:`SearchStopped` when interrupted (SIGINT or SIGTERM; the running trial is
-    marked interrupted, not counted, and the study stays consistent) or when
-    ``max_failures`` trials fail in a row.
-    """
-    console = console or Console()
-    notes: list[str] = []
+    storage: BaseStorage
+    study: optuna.Study
+    space: Space
+    data: PreparedData
+    weights: str
+    notes: list[str]
+
+
+def check_options(options: SearchOptions) -> None:
+    """Refuse option values no search can run with, before anything is written."""
     if options.trials < 1:
         raise ConfigError(f"--trials must be at least 1, but got {options.trials}")
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigError(
             f"--timeout must be a positive number of seconds, but got {options.timeout}"
         )
+    if options.workers is not None and options.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, but got {options.workers}")
+
+
+def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
+    """Open (or create) the study and its data, as worker ``worker`` of a search.
+
+    Worker 0 does what must happen once: it checks the weights of every backbone of the
+    space, prepares the data (clean, split, cache) and queues the recipes. Other workers
+    load the prepared data and the study, whose stored settings they must match.
+    """
+    check_options(options)
+    notes: list[str] = []
     storage = open_storage(options.storage)
     existing = {info.name for info in list_studies(storage)}
     stored_space = None
@@ -247,17 +281,19 @@ def run_search(options: SearchOptions, console: Console | None = None) -> Search
 
     from blood_automl.trainer import check_weights, configure, weights_mode
 
-    configure()
+    configure(threads=options.threads)
     weights = weights_mode(options.weights)
-    missing = check_weights(space.backbones, weights)
-    if missing:
-        raise ConfigError(
-            f"ImageNet weights missing for {len(missing)} backbone(s) of the {space.name} space: "
-            + "; ".join(missing)
-            + " -- put the files there, narrow the space with --space, or use --weights none"
-        )
+    if worker == 0:
+        missing = check_weights(space.backbones, weights)
+        if missing:
+            raise ConfigError(
+                f"ImageNet weights missing for {len(missing)} backbone(s) of the {space.name} "
+                "space: "
+                + "; ".join(missing)
+                + " -- put the files there, narrow the space with --space, or use --weights none"
+            )
     folder = study_dir(options.storage, options.study)
-    data = _prepare(options, folder, notes)
+    data = _prepare(options if worker == 0 else replace(options, data=None), folder, notes)
 
     settings = StudySettings(
         objective=options.objective,  # type: ignore[arg-type]
@@ -274,58 +310,89 @@ def run_search(options: SearchOptions, console: Console | None = None) -> Search
         "weights": weights,
         "class_names": list(data.class_names),
     }
-    study = create_or_load_study(storage, options.study, settings, metadata)
-    if SPACE_ATTR not in study.user_attrs:
-        study.set_user_attr(SPACE_ATTR, space.to_dict())
-    if options.recipes:
-        _enqueue_recipes(study, space, notes)
+    study = create_or_load_study(storage, options.study, settings, metadata, worker=worker)
+    if worker == 0:
+        if SPACE_ATTR not in study.user_attrs:
+            study.set_user_attr(SPACE_ATTR, space.to_dict())
+        if options.recipes:
+            _enqueue_recipes(study, space, notes, remaining_trials(study, options.trials))
+    return SearchSetup(storage, study, space, data, weights, notes)
 
+
+def stopped_by_user(study: optuna.Study, options: SearchOptions) -> SearchStopped:
+    """The error a search ends with after SIGINT or SIGTERM: counts and how to resume."""
+    counts = study_counts(study)
+    return SearchStopped(
+        f"search stopped by the user with {counts['finished']} of {options.trials} trials "
+        f"finished; the running trial is marked interrupted and not counted; resume with: "
+        f"{resume_command(options)}",
+        exit_code=130,
+    )
+
+
+def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | None = None) -> int:
+    """Run trials in this process until the study reaches its target; return how many ran."""
     ctx = SearchContext(
-        space=space,
-        data=data,
-        weights=weights,
+        space=setup.space,
+        data=setup.data,
+        weights=setup.weights,
         objective=options.objective,
         seed=options.seed,
         patience=options.patience,
         artifact_store=artifact_store_for(options.storage, options.study),
+        on_epoch=None if progress is None else progress.on_epoch,
     )
-    for note in notes:
-        console.print(f"[dim]{note}[/dim]")
     streak = FailureStreak(options.max_failures)
-    progress = SearchProgress(study, options.trials, options.objective, console)
-    ctx.on_epoch = progress.on_epoch
-    ran = 0
+    callbacks: list[Any] = [streak] if progress is None else [progress.on_trial_end, streak]
     try:
-        with _sigterm_as_interrupt(), progress, warnings.catch_warnings():
+        with stop_signals(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             ran = optimize_to_target(
-                study,
+                setup.study,
                 make_objective(ctx),
                 options.trials,
                 timeout=options.timeout,
                 catch=(Exception,),
-                callbacks=[progress.on_trial_end, streak],
+                callbacks=callbacks,
             )
     except (KeyboardInterrupt, Interrupted):
-        counts = study_counts(study)
-        raise SearchStopped(
-            f"search stopped by the user with {counts['finished']} of {options.trials} trials "
-            f"finished; the running trial is marked interrupted and not counted; resume with: "
-            f"{resume_command(options)}",
-            exit_code=130,
-        ) from None
+        raise stopped_by_user(setup.study, options) from None
     if streak.tripped:
         raise SearchStopped(
             f"{len(streak.reasons)} trials failed in a row, so the search stopped: "
             + "; ".join(streak.reasons[-options.max_failures :])
         )
+    return ran
+
+
+def run_search(options: SearchOptions, console: Console | None = None) -> SearchResult:
+    """Run (or resume) a search until the study has ``options.trials`` finished trials.
+
+    With ``workers`` > 1 the trials run in that many worker processes (one GPU each where
+    there are GPUs). Raises :class:`SearchStopped` when interrupted (SIGINT or SIGTERM; the
+    running trials are marked interrupted, not counted, and the study stays consistent)
+    or when ``max_failures`` trials fail in a row.
+    """
+    console = console or Console()
+    check_options(options)
+    if options.workers is None or options.workers > 1:
+        from blood_automl.search.workers import default_workers, run_parallel
+
+        n = options.workers or default_workers()
+        if n > 1:
+            return run_parallel(replace(options, workers=n), console)
+    setup = setup_search(options)
+    for note in setup.notes:
+        console.print(f"[dim]{note}[/dim]")
+    with SearchProgress(setup.study, options.trials, options.objective, console) as progress:
+        ran = work(options, setup, progress)
     return SearchResult(
-        study=study,
+        study=setup.study,
         ran=ran,
-        counts=study_counts(study),
-        top=summarize(study, top=5),
-        notes=notes,
+        counts=study_counts(setup.study),
+        top=summarize(setup.study, top=5),
+        notes=setup.notes,
     )
 
 

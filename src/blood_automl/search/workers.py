@@ -1,0 +1,181 @@
+"""Parallel workers on one machine: N processes on one study, one GPU each, threads split on a CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from dataclasses import replace
+from typing import Any
+
+from rich.console import Console
+
+from blood_automl.errors import BloodAutoMLError
+from blood_automl.search.objective import one_line
+from blood_automl.search.progress import SearchProgress
+from blood_automl.search.run import (
+    SearchOptions,
+    SearchResult,
+    SearchStopped,
+    setup_search,
+    stop_signals,
+    stopped_by_user,
+    work,
+)
+from blood_automl.studies import study_counts, summarize
+
+_STOP_GRACE = 120.0  # seconds a worker gets to record its interrupted trial
+
+
+def visible_gpus() -> int:
+    """How many GPUs TensorFlow sees (no GPU memory is taken to find out)."""
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def default_workers() -> int:
+    """One worker per visible GPU; one on a machine without GPUs."""
+    return max(1, visible_gpus())
+
+
+def worker_environment(index: int, gpus: int) -> dict[str, str]:
+    """Environment of worker ``index``: its own GPU where there are GPUs, else its thread share."""
+    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+    return env
+
+
+def threads_per_worker(n_workers: int, gpus: int, cpus: int | None = None) -> int | None:
+    """TensorFlow threads for each worker: the cores split evenly on a CPU; TF's own choice with GPUs."""
+    if gpus:
+        return None
+    return max(1, (cpus or os.cpu_count() or 1) // n_workers)
+
+
+def _child(options: SearchOptions, index: int, env: dict[str, str], messages: Any) -> None:
+    os.environ.update(env)  # before TensorFlow is imported in this process
+    try:
+        setup = setup_search(options, worker=index)
+        messages.put(("done", index, work(options, setup)))
+    except SearchStopped as exc:
+        kind = "interrupted" if exc.exit_code == 130 else "stopped"
+        messages.put((kind, index, str(exc)))
+    except KeyboardInterrupt:
+        messages.put(("interrupted", index, ""))
+    except BloodAutoMLError as exc:
+        messages.put(("error", index, str(exc)))
+    except BaseException as exc:
+        messages.put(("error", index, one_line(exc)))
+
+
+def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
+    """Prepare the study once, then run ``options.workers`` worker processes on it to the target."""
+    import tensorflow as tf
+
+    n = int(options.workers or 1)
+    gpus = visible_gpus()
+    # The coordinating process trains nothing: keep it off the GPUs the workers use.
+    with contextlib.suppress(RuntimeError):
+        tf.config.set_visible_devices([], "GPU")
+    setup = setup_search(replace(options, workers=1))
+    for note in setup.notes:
+        console.print(f"[dim]{note}[/dim]")
+    threads = threads_per_worker(n, gpus)
+    console.print(
+        f"[dim]{n} workers"
+        + (f", one GPU each ({gpus} visible)" if gpus else f", {threads} CPU thread(s) each")
+        + "[/dim]"
+    )
+    child_options = replace(options, data=None, workers=1, threads=threads)
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_child,
+            args=(child_options, i, worker_environment(i, gpus), messages),
+            name=f"blood-automl-worker-{i}",
+        )
+        for i in range(n)
+    ]
+    results: dict[int, tuple[str, Any]] = {}
+    interrupted = False
+    try:
+        for p in procs:
+            p.start()
+        with (
+            SearchProgress(setup.study, options.trials, options.objective, console) as progress,
+            stop_signals(),
+        ):
+            try:
+                while any(p.is_alive() for p in procs):
+                    _drain(messages, results)
+                    progress.poll()
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                interrupted = True
+                _stop(procs)
+            progress.poll()
+    finally:
+        _stop(procs)
+    _drain(messages, results)
+    kinds = {kind for kind, _ in results.values()}
+    if interrupted or "interrupted" in kinds:
+        raise stopped_by_user(setup.study, options)
+    errors = [
+        f"worker {i}: {text}"
+        for i, (kind, text) in sorted(results.items())
+        if kind in ("error", "stopped")
+    ]
+    missing = [
+        p.name
+        for p in procs
+        if p.exitcode not in (0, None) and p.pid is not None and _index(p) not in results
+    ]
+    errors += [f"{name} died (exit code {_exit(procs, name)})" for name in missing]
+    if errors:
+        raise SearchStopped("; ".join(errors))
+    ran = sum(int(v) for kind, v in results.values() if kind == "done")
+    return SearchResult(
+        study=setup.study,
+        ran=ran,
+        counts=study_counts(setup.study),
+        top=summarize(setup.study, top=5),
+        notes=setup.notes,
+    )
+
+
+def _index(p: Any) -> int:
+    return int(str(p.name).rsplit("-", 1)[-1])
+
+
+def _exit(procs: list[Any], name: str) -> Any:
+    return next(p.exitcode for p in procs if p.name == name)
+
+
+def _drain(messages: Any, results: dict[int, tuple[str, Any]]) -> None:
+    while True:
+        try:
+            kind, index, value = messages.get_nowait()
+        except queue.Empty:
+            return
+        results[int(index)] = (kind, value)
+
+
+def _stop(procs: list[Any]) -> None:
+    """SIGTERM every live worker (each marks its running trial interrupted), then wait; kill stragglers."""
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE
+    for p in procs:
+        if p.pid is not None:
+            p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(5)
