@@ -94,6 +94,17 @@ class SearchResult:
     top: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, setup: SearchSetup, ran: int) -> SearchResult:
+        """The result of a search on ``setup`` in which this run ran ``ran`` trials."""
+        return cls(
+            study=setup.study,
+            ran=ran,
+            counts=study_counts(setup.study),
+            top=summarize(setup.study, top=5),
+            notes=setup.notes,
+        )
+
 
 def study_dir(storage_url: str | None, study: str) -> Path:
     """The study's own folder (``studies/<study>`` by default): prepared data, artifacts."""
@@ -387,13 +398,7 @@ def run_search(options: SearchOptions, console: Console | None = None) -> Search
         console.print(f"[dim]{note}[/dim]")
     with SearchProgress(setup.study, options.trials, options.objective, console) as progress:
         ran = work(options, setup, progress)
-    return SearchResult(
-        study=setup.study,
-        ran=ran,
-        counts=study_counts(setup.study),
-        top=summarize(setup.study, top=5),
-        notes=setup.notes,
-    )
+    return SearchResult.of(setup, ran)
 
 
 def print_summary(result: SearchResult, options: SearchOptions, console: Console) -> None:

@@ -25,7 +25,6 @@ from blood_automl.search.run import (
     stopped_by_user,
     work,
 )
-from blood_automl.studies import study_counts, summarize
 
 _STOP_GRACE = 120.0  # seconds a worker gets to record its interrupted trial
 
@@ -140,13 +139,7 @@ def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
     if errors:
         raise SearchStopped("; ".join(errors))
     ran = sum(int(v) for kind, v in results.values() if kind == "done")
-    return SearchResult(
-        study=setup.study,
-        ran=ran,
-        counts=study_counts(setup.study),
-        top=summarize(setup.study, top=5),
-        notes=setup.notes,
-    )
+    return SearchResult.of(setup, ran)
 
 
 def _index(p: Any) -> int:
