@@ -13,6 +13,7 @@ import optuna
 from blood_automl.data import load_prepared
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.search.export import check_out_dir, classification_report_text, export_model
+from blood_automl.search.report import open_existing_storage
 from blood_automl.search.run import SPACE_ATTR, study_dir
 from blood_automl.spaces import Space, TrialConfig, suggest
 from blood_automl.studies import (
@@ -20,7 +21,6 @@ from blood_automl.studies import (
     best_trial,
     get_study,
     mask_url,
-    open_storage,
     package_versions,
 )
 
@@ -77,7 +77,7 @@ def refit_best(
     completed trial, the output folder exists (without ``overwrite``), or the study's
     prepared data is missing or does not match its fingerprint.
     """
-    storage = open_storage(storage_url)
+    storage = open_existing_storage(storage_url)  # a missing SQLite file is not created
     study = get_study(storage, study_name)
     trial = best_trial(study, trial_number)
     space, config = config_of_trial(study, trial)

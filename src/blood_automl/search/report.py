@@ -31,7 +31,7 @@ from blood_automl.studies import (
     study_counts,
     summarize,
 )
-from blood_automl.studies.urls import parse_url, sqlite_file
+from blood_automl.studies.urls import is_sqlite, parse_url, sqlite_file
 
 DEFAULT_REPORTS = Path("reports")
 """Reports go to ``reports/<study>/`` under the working directory unless ``--out`` says otherwise."""
@@ -56,7 +56,8 @@ class ReportResult:
 def open_existing_storage(url: str | None) -> BaseStorage:
     """Open a storage for reading, refusing a SQLite file that does not exist (it is not created)."""
     text = DEFAULT_STORAGE if url is None else url.strip()
-    path = sqlite_file(parse_url(text)) if text else None
+    parsed = parse_url(text) if text else None
+    path = sqlite_file(parsed) if parsed is not None and is_sqlite(parsed) else None
     if path is not None and not path.is_file():
         raise StorageError(
             f"no study storage at {mask_url(text)} (the file {path} does not exist); run "

@@ -116,11 +116,12 @@ def get_study(storage: BaseStorage | str | None, name: str = DEFAULT_STUDY) -> o
     with storage_errors(store, f"loading study '{name}'"):
         names = [s.study_name for s in store.get_all_studies()]
         if name not in names:
-            existing = ", ".join(names) if names else "none yet (run blood-automl search first)"
-            raise StorageError(
-                f"study '{name}' not found in {describe_storage(store)}; existing studies: "
-                f"{existing}"
+            existing = (
+                f"give --study one of the existing studies: {', '.join(names)}"
+                if names
+                else "existing studies: none yet (run blood-automl search first)"
             )
+            raise StorageError(f"study '{name}' not found in {describe_storage(store)}; {existing}")
         return optuna.load_study(
             study_name=name, storage=store, sampler=optuna.samplers.RandomSampler()
         )
