@@ -34,6 +34,7 @@ def _options(tmp: Path, data: Path, trials: int, **kw: Any) -> SearchOptions:
         preset="smoke",
         weights="none",
         recipes=False,
+        isolate=False,  # training is monkeypatched in this process
         **kw,
     )
 

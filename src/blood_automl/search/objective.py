@@ -56,66 +56,85 @@ def one_line(exc: BaseException) -> str:
     return line[:300]
 
 
+def start_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[TrialConfig, int]:
+    """Suggest the trial's config (with the study's sampler) and record it on the trial."""
+    config = suggest(trial, ctx.space)
+    seed = trial_seed(ctx.seed, trial.number)
+    trial.set_user_attr("backbone", config.backbone)
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("seed", seed)
+    _save_note(trial, config)
+    return config, seed
+
+
+def train_trial(trial: optuna.Trial, config: TrialConfig, seed: int, ctx: SearchContext) -> float:
+    """Train ``config``, report every epoch to the trial's pruner, record what happened.
+
+    A failure is recorded on the trial (``fail_reason``; ``interrupted`` for SIGINT or
+    SIGTERM) and re-raised; a pruned trial raises :class:`optuna.TrialPruned`.
+    """
+    from blood_automl import trainer  # TensorFlow: only where a trial actually trains
+
+    def report(step: int, value: float) -> None:
+        trial.report(value, step)
+        if ctx.on_epoch is not None:
+            ctx.on_epoch(trial, config, step, value)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {step} with {ctx.objective} {value:.4f}")
+
+    d = ctx.data
+    try:
+        result = trainer.train(
+            config,
+            d.x_train,
+            d.y_train,
+            d.class_names,
+            x_val=d.x_val,
+            y_val=d.y_val,
+            weights=ctx.weights,
+            objective=ctx.objective,
+            report=report,
+            seed=seed,
+            patience=ctx.patience,
+        )
+    except optuna.TrialPruned:
+        raise
+    except KeyboardInterrupt as exc:
+        mark_interrupted(trial)
+        raise Interrupted() from exc
+    except Exception as exc:
+        trial.set_user_attr(FAIL_REASON, one_line(exc))
+        raise
+    finally:
+        trainer.release()
+    if result.best_value is None or result.val_metrics is None:
+        raise RuntimeError("the trial trained no epoch with validation data")
+    metrics = result.val_metrics
+    trial.set_user_attr(
+        "val_metrics",
+        {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")},
+    )
+    trial.set_user_attr("history", result.history)
+    trial.set_user_attr("epochs", [result.head_epochs, result.finetune_epochs])
+    trial.set_user_attr("best_step", result.best_step)
+    trial.set_user_attr("unfreeze_from", result.unfreeze_from)
+    trial.set_user_attr("train_seconds", round(result.seconds, 1))
+    _upload_figures(ctx, trial, config, result.history, metrics)
+    return float(result.best_value)
+
+
+def mark_interrupted(trial: optuna.Trial) -> None:
+    """Record that SIGINT or SIGTERM stopped the trial (it then does not count)."""
+    trial.set_user_attr(INTERRUPTED, "stopped by the user (SIGINT or SIGTERM)")
+    trial.set_user_attr(FAIL_REASON, "interrupted")
+
+
 def make_objective(ctx: SearchContext) -> Callable[[optuna.Trial], float]:
-    """The Optuna objective of a search; failures are recorded on the trial, then re-raised."""
+    """The Optuna objective of a search, training in this process."""
 
     def objective(trial: optuna.Trial) -> float:
-        from blood_automl import trainer  # TensorFlow: only when a trial actually trains
-
-        config = suggest(trial, ctx.space)
-        seed = trial_seed(ctx.seed, trial.number)
-        trial.set_user_attr("backbone", config.backbone)
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("seed", seed)
-        _save_note(trial, config)
-
-        def report(step: int, value: float) -> None:
-            trial.report(value, step)
-            if ctx.on_epoch is not None:
-                ctx.on_epoch(trial, config, step, value)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {step} with {ctx.objective} {value:.4f}")
-
-        d = ctx.data
-        try:
-            result = trainer.train(
-                config,
-                d.x_train,
-                d.y_train,
-                d.class_names,
-                x_val=d.x_val,
-                y_val=d.y_val,
-                weights=ctx.weights,
-                objective=ctx.objective,
-                report=report,
-                seed=seed,
-                patience=ctx.patience,
-            )
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt as exc:
-            trial.set_user_attr(INTERRUPTED, "stopped by the user (SIGINT or SIGTERM)")
-            trial.set_user_attr(FAIL_REASON, "interrupted")
-            raise Interrupted() from exc
-        except Exception as exc:
-            trial.set_user_attr(FAIL_REASON, one_line(exc))
-            raise
-        finally:
-            trainer.release()
-        if result.best_value is None or result.val_metrics is None:
-            raise RuntimeError("the trial trained no epoch with validation data")
-        metrics = result.val_metrics
-        trial.set_user_attr(
-            "val_metrics",
-            {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")},
-        )
-        trial.set_user_attr("history", result.history)
-        trial.set_user_attr("epochs", [result.head_epochs, result.finetune_epochs])
-        trial.set_user_attr("best_step", result.best_step)
-        trial.set_user_attr("unfreeze_from", result.unfreeze_from)
-        trial.set_user_attr("train_seconds", round(result.seconds, 1))
-        _upload_figures(ctx, trial, config, result.history, metrics)
-        return float(result.best_value)
+        config, seed = start_trial(trial, ctx)
+        return train_trial(trial, config, seed, ctx)
 
     return objective
 

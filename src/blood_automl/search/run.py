@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
+import shutil
 import signal
 import sys
 import warnings
@@ -82,6 +84,8 @@ class SearchOptions:
     # TensorFlow threads of each (None: all cores shared).
     workers: int | None = 1
     threads: int | None = None
+    # Train each trial in a fresh process (bounded memory over hundreds of trials).
+    isolate: bool = True
 
 
 @dataclass
@@ -243,10 +247,25 @@ def stop_signals() -> Iterator[None]:
 
 
 def resume_command(options: SearchOptions) -> str:
-    """The command that continues this search (passwords masked)."""
+    """The command that continues this search (passwords masked).
+
+    It repeats every option the study checks on resume (weights, objective, seed, sampler,
+    pruner) where it differs from the default: without them the resumed run would be
+    refused ("created with seed=3, but this run has seed=0"). The space and the data come
+    from the study; recipes and workers are repeated so the run goes on as it was.
+    """
     parts = ["blood-automl", "search", "--study", options.study, "--trials", str(options.trials)]
     if options.storage:
         parts += ["--storage", mask_url(options.storage)]
+    defaults = SearchOptions()
+    for name in ("weights", "objective", "seed", "sampler", "pruner"):
+        value = getattr(options, name)
+        if value != getattr(defaults, name):
+            parts += [f"--{name}", shlex.quote(str(value))]
+    if not options.recipes:
+        parts.append("--no-recipes")
+    if options.workers is not None and options.workers > 1:
+        parts += ["--workers", str(options.workers)]
     return " ".join(parts)
 
 
@@ -272,6 +291,16 @@ def check_options(options: SearchOptions) -> None:
         )
     if options.workers is not None and options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, but got {options.workers}")
+    if options.space and options.preset:
+        raise ConfigError("give --preset or --space, not both (a space file names its base preset)")
+    if options.space or options.preset:
+        load_space(Path(options.space) if options.space else str(options.preset))
+    StudySettings(
+        objective=options.objective,  # type: ignore[arg-type]
+        sampler=options.sampler,  # type: ignore[arg-type]
+        pruner=options.pruner,  # type: ignore[arg-type]
+        seed=options.seed,
+    )
 
 
 def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
@@ -282,6 +311,7 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
     load the prepared data and the study, whose stored settings they must match.
     """
     check_options(options)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" chatter
     notes: list[str] = []
     storage = open_storage(options.storage)
     existing = {info.name for info in list_studies(storage)}
@@ -304,6 +334,7 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
                 + " -- put the files there, narrow the space with --space, or use --weights none"
             )
     folder = study_dir(options.storage, options.study)
+    had_data = (folder / "data").exists()
     data = _prepare(options if worker == 0 else replace(options, data=None), folder, notes)
 
     settings = StudySettings(
@@ -321,7 +352,15 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
         "weights": weights,
         "class_names": list(data.class_names),
     }
-    study = create_or_load_study(storage, options.study, settings, metadata, worker=worker)
+    try:
+        study = create_or_load_study(storage, options.study, settings, metadata, worker=worker)
+    except DataError:
+        # The study was made from other data (on a server storage, by another machine whose
+        # prepared folder is not this one). The folder prepared just now holds data that is
+        # not the study's: remove it, so nothing is left behind and the right --data works.
+        if not had_data:
+            shutil.rmtree(folder / "data", ignore_errors=True)
+        raise
     if worker == 0:
         if SPACE_ATTR not in study.user_attrs:
             study.set_user_attr(SPACE_ATTR, space.to_dict())
@@ -359,9 +398,22 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
         with stop_signals(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.logging.set_verbosity(optuna.logging.ERROR)
+            if options.isolate:
+                from blood_automl.search.isolate import make_isolated_objective
+
+                objective = make_isolated_objective(
+                    ctx,
+                    storage_url=options.storage,
+                    study_name=options.study,
+                    data_dir=study_dir(options.storage, options.study) / "data",
+                    threads=options.threads,
+                    on_wait=None if progress is None else progress.poll,
+                )
+            else:
+                objective = make_objective(ctx)
             ran = optimize_to_target(
                 setup.study,
-                make_objective(ctx),
+                objective,
                 options.trials,
                 timeout=options.timeout,
                 catch=(Exception,),
