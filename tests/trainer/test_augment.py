@@ -54,14 +54,15 @@ def test_identity_at_magnitude_zero(batch: tuple[np.ndarray, np.ndarray], ops: i
 def test_every_op_is_exact_identity_at_strength_zero(batch: tuple[np.ndarray, np.ndarray]) -> None:
     """Not only skipped at magnitude 0: each op, run on every image at strength 0, is exact."""
     images = tf.constant(batch[0])
-    zero = tf.zeros([len(images), len(OPS)])
-    assert np.array_equal(augment._pixel_ops(images, zero).numpy(), batch[0])
-    for colour in range(5):  # the colour map alone, with one op at +0.0 / -0.0
-        s = tf.one_hot(tf.fill([len(images)], colour), 5) * -0.0
-        assert np.array_equal(augment._colour(images, s).numpy(), batch[0])
-    draws = dict.fromkeys(augment._U_NAMES, tf.fill([len(images)], 0.3))
-    geometry = augment._geometry(tf.shape(images), zero, draws, AugmentParams())
-    assert np.array_equal(augment._remap(images, geometry, None)[0].numpy(), batch[0])
+    n = len(batch[0])
+    for colour in range(5):  # the colour map, with one of its ops at -0.0
+        maps = augment._colour_maps(images, tf.one_hot(tf.fill([n], colour), 5) * -0.0).numpy()
+        assert np.array_equal(maps, np.tile([[1, 0, 0, 0, 1, 0, 0, 0, 1, 0.5]], (n, 1)))
+    assert np.array_equal(augment._sharpness(images, tf.zeros([n])).numpy(), batch[0])
+    assert np.array_equal(augment._bits(images, tf.zeros([n, 2])).numpy(), batch[0])
+    u = tf.random.uniform([n, augment._N_DRAWS])
+    geometry = augment._geometry(tf.zeros([n, len(OPS)]), u, AugmentParams(), (96, 96))
+    assert np.array_equal(augment._remap(images, geometry, None, (96, 96))[0].numpy(), batch[0])
 
 
 def test_monotone_in_magnitude(batch: tuple[np.ndarray, np.ndarray]) -> None:
@@ -77,15 +78,14 @@ def test_monotone_in_magnitude(batch: tuple[np.ndarray, np.ndarray]) -> None:
 @pytest.mark.parametrize("op", [name for name in OPS if name != "identity"])
 def test_each_op_grows_with_strength(batch: tuple[np.ndarray, np.ndarray], op: str) -> None:
     images = tf.constant(batch[0][:16])
-    draws = dict.fromkeys(augment._U_NAMES, tf.fill([16], 0.3))
+    u = tf.fill([16, augment._N_DRAWS], 0.3)
     sign = tf.where(tf.range(16) % 2 == 0, 1.0, -1.0)[:, None]
     changes = []
     for m in (0.0, 0.5, 1.0):
         strength = tf.one_hot(tf.fill([16], OPS.index(op)), len(OPS)) * sign * m
-        out = augment._pixel_ops(images, strength)
-        out, _ = augment._remap(
-            out, augment._geometry(tf.shape(out), strength, draws, AugmentParams()), None
-        )
+        out = augment._pixel_ops(images, strength, tf.range(16))
+        geometry = augment._geometry(strength, u, AugmentParams(), (96, 96))
+        out, _ = augment._remap(out, geometry, None, (96, 96))
         changes.append(mean_change(out.numpy(), batch[0][:16]))
     assert changes[0] == 0.0 < changes[1] < changes[2], changes
 

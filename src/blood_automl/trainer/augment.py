@@ -65,12 +65,36 @@ MAX_CUTOUT = 0.4
 FILL_MODE = "reflect"
 
 _IDX = {name: i for i, name in enumerate(OPS)}
-_SPATIAL_OPS = ("rotate", "shear", "translate", "cutout")
-_COLOUR_OPS = ("autocontrast", "brightness", "saturation", "hue", "contrast")  # in this order
+_ROTATE, _SHEAR, _TRANSLATE, _CUTOUT = (_IDX[n] for n in ("rotate", "shear", "translate", "cutout"))
+_SPATIAL = [_ROTATE, _SHEAR, _TRANSLATE, _CUTOUT]
+_COLOUR = [_IDX[n] for n in ("autocontrast", "brightness", "saturation", "hue", "contrast")]
+_BITS = [_IDX["posterize"], _IDX["solarize"]]
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-# Columns of each call's uniform draws: these, then a sign per op, then the op scores.
-_U_NAMES: tuple[str, ...] = ("shear_axis", "direction", "cut_y", "cut_x", "rot90", "flip_x")
-_U_NAMES += ("flip_y", "mix_y", "mix_x", "perm")
+# Columns of each call's uniform draws (B, _N_DRAWS + 2 * len(OPS)): these, then a sign per op,
+# then the scores whose top ``randaugment_ops`` are the picked ops.
+_AXIS, _DIRECTION, _CUT, _ROT90, _FLIP, _MIX, _PERM = (
+    0,
+    1,
+    2,
+    4,
+    5,
+    7,
+    9,
+)  # _CUT, _FLIP, _MIX: 2 each
+_N_DRAWS = 10
+# The colour map of an image is gain * (f cos I + f sin K + f (1 - cos) J / 3 + (1 - f) G):
+# saturation f, hue rotation (cos, sin) about the grey axis, G = luma in every column.
+_K = 1.0 / math.sqrt(3.0)
+_COLOUR_BASIS = np.stack(
+    [
+        np.eye(3),
+        np.array(
+            [[0.0, _K, -_K], [-_K, 0.0, _K], [_K, -_K, 0.0]]
+        ),  # cross product with the axis, transposed
+        np.full((3, 3), 1.0 / 3.0),
+        np.outer(_LUMA, np.ones(3)),
+    ]
+).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -155,9 +179,11 @@ class _Augmenter:
     ) -> tuple[tf.Tensor, tf.Tensor]:
         images = tf.convert_to_tensor(images)
         labels = tf.convert_to_tensor(labels)
-        if images.dtype != tf.uint8 or images.shape.rank != 4 or images.shape[-1] != 3:
+        shape = images.shape
+        if images.dtype != tf.uint8 or shape.rank != 4 or shape[-1] != 3 or None in shape[1:3]:
             raise ConfigError(
-                f"images must be a uint8 batch (B, H, W, 3), but got {images.dtype.name} {images.shape}"
+                "images must be a uint8 batch (B, H, W, 3) of known H and W, but got "
+                f"{images.dtype.name} {shape}"
             )
         if labels.shape.rank != 2 or labels.shape[-1] not in (None, self.num_classes):
             raise ConfigError(
@@ -171,45 +197,48 @@ class _Augmenter:
             seed = tf.stack(
                 [tf.constant(self.base_seed, tf.int64), tf.bitcast(digest, tf.int64)[0]]
             )
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
-        batch = tf.shape(images)[0]
-        k, n_all = len(_U_NAMES), len(OPS)
-        u = tf.random.stateless_uniform([batch, k + 2 * n_all], seeds[0])
-        draws = dict(zip(_U_NAMES, tf.unstack(u[:, :k], num=k, axis=1), strict=True))
-        x = images
-        strength = tf.zeros([batch, n_all])  # signed magnitude of each picked op, 0 elsewhere
-        n_ops = p.randaugment_ops if p.randaugment_active else 0
+        seed = tf.cast(seed, tf.int64)
+        size = (int(shape[1]), int(shape[2]))
+        everyone = tf.range(tf.shape(images)[0])
+        n_all, n_ops = len(OPS), (p.randaugment_ops if p.randaugment_active else 0)
+        u = tf.random.stateless_uniform([tf.shape(everyone)[0], _N_DRAWS + 2 * n_all], seed)
+        x, strength = images, None
         if n_ops:
-            picks = tf.math.top_k(u[:, k + n_all :], n_ops).indices  # (B, n) distinct ops
-            signs = tf.where(u[:, k : k + n_all] < 0.5, -1.0, 1.0)
-            strength = (
-                tf.reduce_sum(tf.one_hot(picks, n_all), axis=1) * signs * p.randaugment_magnitude
+            picks = tf.math.top_k(u[:, _N_DRAWS + n_all :], n_ops).indices  # distinct ops
+            signs = tf.sign(u[:, _N_DRAWS : _N_DRAWS + n_all] - 0.5)
+            strength = tf.reduce_sum(tf.one_hot(picks, n_all), axis=1) * (
+                signs * p.randaugment_magnitude
             )
-            x = _pixel_ops(x, strength)
+            x = _pixel_ops(x, strength, everyone)
         out_labels = labels
-        geometry = _geometry(tf.shape(x), strength, draws, p)
         if p.flip or p.rotate90 or p.mix == "cutmix":
-            mix = (
-                _cutmix_boxes(tf.shape(x), draws, p.mix_alpha, seeds[1])
-                if p.mix == "cutmix"
-                else None
-            )
-            x, pasted = _remap(x, geometry, mix)
+            geometry = _geometry(strength, u, p, size)
+            mix = None
+            if p.mix == "cutmix":
+                mix = _cutmix_boxes(u, p.mix_alpha, seed + tf.constant([0, 1], tf.int64), size)
+            x, pasted = _remap(x, geometry, mix, size)
             if mix is not None:
                 y = tf.cast(labels, tf.float32)
-                y = (1.0 - pasted[:, None]) * y + pasted[:, None] * tf.gather(y, mix[0])
+                y = y + pasted[:, None] * (tf.gather(y, mix[0]) - y)
                 out_labels = tf.cast(y, labels.dtype)
-        elif n_ops:  # only the images that picked a spatial op need the gather
-            spatial = tf.gather(strength, [_IDX[n] for n in _SPATIAL_OPS], axis=1)
-            need = tf.reduce_any(tf.not_equal(spatial, 0.0), axis=1)
-            x = _on_subset(x, need, geometry, lambda xs, gs: _remap(xs, gs, None)[0])
+        elif strength is not None:  # only the images that picked a spatial op need the gather
+            need = tf.reduce_any(tf.not_equal(tf.gather(strength, _SPATIAL, axis=1), 0.0), axis=1)
+            x = _on_subset(
+                x,
+                need,
+                everyone,
+                _geometry(strength, u, p, size),
+                lambda xs, gs: _remap(xs, gs, None, size)[0],
+            )
         if p.mix == "mixup":
-            x, out_labels = _mixup(x, labels, p.mix_alpha, draws["perm"], seeds[1])
-        x.set_shape(images.shape)
+            x, out_labels = _mixup(
+                x, labels, p.mix_alpha, u[:, _PERM], seed + tf.constant([0, 1], tf.int64)
+            )
+        x.set_shape(shape)
         return x, out_labels
 
 
-# --- pixel ops: (uint8 images (n, H, W, 3), signed strength (n,)) -> uint8 images ----------
+# --- pixel ops: (uint8 images (n, H, W, 3), per-image parameters) -> uint8 images -----------
 
 
 def _per_image(v: tf.Tensor) -> tf.Tensor:
@@ -227,69 +256,76 @@ def _to_uint8(y: tf.Tensor) -> tf.Tensor:
 def _on_subset(
     x: tf.Tensor,
     take: tf.Tensor,
+    everyone: tf.Tensor,
     params: tf.Tensor,
     fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
 ) -> tf.Tensor:
     """fn(images, params) on the images where ``take`` is true; the others pass through."""
     part = tf.cast(take, tf.int32)
-    positions = tf.dynamic_partition(tf.range(tf.shape(x)[0]), part, 2)
+    positions = tf.dynamic_partition(everyone, part, 2)
     xs = tf.dynamic_partition(x, part, 2)
     return tf.dynamic_stitch(
         positions, [xs[0], fn(xs[1], tf.dynamic_partition(params, part, 2)[1])]
     )
 
 
-def _pixel_ops(x: tf.Tensor, strength: tf.Tensor) -> tf.Tensor:
+def _pixel_ops(x: tf.Tensor, strength: tf.Tensor, everyone: tf.Tensor) -> tf.Tensor:
     """The picked pixel ops, each on the images that picked it: colour, sharpness, bits."""
-    colour = tf.gather(strength, [_IDX[n] for n in _COLOUR_OPS], axis=1)
-    x = _on_subset(x, tf.reduce_any(tf.not_equal(colour, 0.0), axis=1), colour, _colour)
+    colour = tf.gather(strength, _COLOUR, axis=1)
+    picked = tf.cast(tf.not_equal(colour, 0.0), tf.int32)
+    # 0: no colour op, 1: only ops that scale all channels alike, 2: saturation or hue too
+    kind = tf.maximum(tf.reduce_max(picked, axis=1), 2 * tf.reduce_max(picked[:, 2:4], axis=1))
+    positions = tf.dynamic_partition(everyone, kind, 3)
+    xs = tf.dynamic_partition(x, kind, 3)
+    maps = tf.dynamic_partition(_colour_maps(x, colour), kind, 3)
+    scaled = _to_uint8(
+        tf.cast(xs[1], tf.float32) * _per_image(maps[1][:, 0]) + _per_image(maps[1][:, 9])
+    )
+    mixed = tf.einsum(
+        "bhwc,bcd->bhwd", tf.cast(xs[2], tf.float32), tf.reshape(maps[2][:, :9], [-1, 3, 3])
+    )
+    mixed = _to_uint8(mixed + _per_image(maps[2][:, 9]))
+    x = tf.dynamic_stitch(positions, [xs[0], scaled, mixed])
     sharp = strength[:, _IDX["sharpness"]]
-    x = _on_subset(x, tf.not_equal(sharp, 0.0), sharp, _sharpness)
-    bits = tf.gather(strength, [_IDX["posterize"], _IDX["solarize"]], axis=1)
-    return _on_subset(x, tf.reduce_any(tf.not_equal(bits, 0.0), axis=1), bits, _bits)
+    x = _on_subset(x, tf.not_equal(sharp, 0.0), everyone, sharp, _sharpness)
+    bits = tf.gather(strength, _BITS, axis=1)
+    return _on_subset(x, tf.reduce_any(tf.not_equal(bits, 0.0), axis=1), everyone, bits, _bits)
+
+
+def _colour_maps(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
+    """(n, 10): autocontrast, brightness, saturation, hue, contrast (columns of s) as one map.
+
+    y = x @ m + t per image, m flattened in columns 0-8 and t (+ 0.5) in column 9.
+    Saturation and hue keep grey grey, so the offset is the same for the three channels;
+    the map is applied once, so only the end result is clipped. At s = 0 it is exactly
+    m = I, t = 0.
+    """
+    ac, bright, sat, hue, con = tf.unstack(s, num=5, axis=1)
+    # Autocontrast: blend with the stretch of [min, max] (over all channels) to [0, 255].
+    lo = tf.cast(tf.reduce_min(x, axis=[1, 2, 3]), tf.float32)
+    span = tf.cast(tf.reduce_max(x, axis=[1, 2, 3]), tf.float32) - lo
+    w = tf.abs(ac) * tf.cast(span > 0.0, tf.float32)  # a flat image stays as it is
+    stretch = 255.0 / tf.maximum(span, 1.0)
+    gain = (1.0 + w * (stretch - 1.0)) * (1.0 + MAX_BRIGHTNESS * bright)
+    shift = (w * lo * stretch) * (-1.0 - MAX_BRIGHTNESS * bright)  # -w lo stretch (1 + b)
+    f = 1.0 + MAX_SATURATION * sat
+    theta = (2.0 * math.pi * MAX_HUE_TURNS) * hue
+    cos = tf.cos(theta)
+    coef = tf.stack([f * cos, f * tf.sin(theta), f * (1.0 - cos), 1.0 - f], axis=1)
+    m = tf.reduce_sum(coef[:, :, None, None] * _COLOUR_BASIS, axis=1) * tf.reshape(gain, [-1, 1, 1])
+    # Contrast: (1 + c) y - c grey, grey = mean luma of y = x @ m + shift.
+    grey = tf.reduce_sum(_grid_mean(x)[:, :, None] * m * _LUMA, axis=[1, 2]) + shift
+    c = MAX_CONTRAST * con
+    m = tf.reshape(m, [-1, 9]) * (1.0 + c)[:, None]
+    return tf.concat([m, ((1.0 + c) * shift - c * grey + 0.5)[:, None]], axis=1)
 
 
 def _grid_mean(x: tf.Tensor) -> tf.Tensor:
     """(n, 3) mean colour of an 8 x 8 grid of each image's pixels (a full mean costs more)."""
-    h, w = tf.shape(x)[1], tf.shape(x)[2]
-    grid = (tf.range(8) * h // 8 + h // 16)[:, None] * w + (tf.range(8) * w // 8 + w // 16)[None, :]
-    pixels = tf.gather(tf.reshape(x, [tf.shape(x)[0], -1, 3]), tf.reshape(grid, [-1]), axis=1)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    grid = (np.arange(8) * h // 8 + h // 16)[:, None] * w + (np.arange(8) * w // 8 + w // 16)
+    pixels = tf.gather(tf.reshape(x, [-1, h * w, 3]), grid.reshape(-1), axis=1)
     return tf.reduce_mean(tf.cast(pixels, tf.float32), axis=1)
-
-
-def _colour(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
-    """Autocontrast, brightness, saturation, hue, contrast (columns of s) as one affine map.
-
-    y = x @ m + t per image. Saturation and hue keep grey grey, so offsets stay equal over
-    the channels; the map is applied once, so only the end result is clipped to [0, 255].
-    """
-    w_ac, s_bright, s_sat, s_hue, s_con = tf.unstack(s, num=len(_COLOUR_OPS), axis=1)
-    # Autocontrast: blend with the stretch of [min, max] (over all channels) to [0, 255].
-    lo = tf.cast(tf.reduce_min(x, axis=[1, 2, 3]), tf.float32)
-    hi = tf.cast(tf.reduce_max(x, axis=[1, 2, 3]), tf.float32)
-    w = tf.abs(w_ac)
-    stretch = tf.where(hi > lo, 255.0 / tf.maximum(hi - lo, 1.0), 1.0)
-    scale = (1.0 + w * (stretch - 1.0)) * (1.0 + MAX_BRIGHTNESS * s_bright)
-    shift = -w * lo * stretch * (1.0 + MAX_BRIGHTNESS * s_bright)
-    # Saturation: f x + (1 - f) grey.
-    f = tf.reshape(1.0 + MAX_SATURATION * s_sat, [-1, 1, 1])
-    to_grey = tf.constant(np.outer(_LUMA, np.ones(3, np.float32)))[None]
-    m = f * tf.eye(3)[None] + (1.0 - f) * to_grey
-    # Hue: Rodrigues rotation about the grey axis (1, 1, 1) / sqrt(3); exactly I at angle 0.
-    theta = tf.reshape(2.0 * math.pi * MAX_HUE_TURNS * s_hue, [-1, 1, 1])
-    k = 1.0 / math.sqrt(3.0)
-    cross_t = tf.constant([[0.0, k, -k], [-k, 0.0, k], [k, -k, 0.0]])  # [axis]_x transposed
-    rot = tf.cos(theta) * tf.eye(3)[None] + tf.sin(theta) * cross_t[None]
-    m = tf.matmul(m, rot + (1.0 - tf.cos(theta)) * tf.fill([1, 3, 3], k * k))
-    m = m * tf.reshape(scale, [-1, 1, 1])
-    # Contrast: (1 + c) y - c grey, grey the mean luma of y = x @ m + shift.
-    xf = tf.cast(x, tf.float32)
-    mean = tf.matmul(_grid_mean(x)[:, None, :], m)[:, 0, :] + shift[:, None]
-    c = MAX_CONTRAST * s_con
-    m = m * tf.reshape(1.0 + c, [-1, 1, 1])
-    shift = (1.0 + c) * shift - c * tf.reduce_sum(mean * _LUMA, axis=1)
-    y = tf.einsum("bhwc,bcd->bhwd", xf, m) + _per_image(shift + 0.5)
-    return _to_uint8(y)
 
 
 def _sharpness(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
@@ -301,10 +337,9 @@ def _sharpness(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
     xf = tf.cast(x, tf.float32)
     col = xf + tf.roll(xf, 1, axis=1) + tf.roll(xf, -1, axis=1)
     box = col + tf.roll(col, 1, axis=2) + tf.roll(col, -1, axis=2)
-    h, w = tf.shape(x)[1], tf.shape(x)[2]
-    rows, cols = tf.range(h)[:, None, None], tf.range(w)[None, :, None]
-    inside = (rows > 0) & (rows < h - 1) & (cols > 0) & (cols < w - 1)
-    detail = (9.0 * xf - box) * (tf.cast(inside, tf.float32) / 13.0)  # x - smooth(x) inside
+    inside = np.zeros((int(x.shape[1]), int(x.shape[2]), 1), np.float32)
+    inside[1:-1, 1:-1] = 1.0 / 13.0
+    detail = (9.0 * xf - box) * inside  # x - smooth(x) inside, 0 on the border
     return _to_uint8((xf + 0.5) + _per_image(MAX_SHARPNESS * s) * detail)
 
 
@@ -315,11 +350,10 @@ def _bits(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
     the pixels at or above ceil(256 - 128 |s|). Either is the identity at s = 0.
     """
     post, sol = tf.unstack(tf.abs(s), num=2, axis=1)
-    keep = tf.cast(
-        256 - tf.bitwise.left_shift(1, tf.cast(tf.round(MAX_POSTERIZE_BITS * post), tf.int32)),
-        tf.uint8,
+    drop = tf.cast(tf.round(MAX_POSTERIZE_BITS * post), tf.int32)
+    x = tf.bitwise.bitwise_and(
+        x, _per_image(tf.cast(256 - tf.bitwise.left_shift(1, drop), tf.uint8))
     )
-    x = tf.bitwise.bitwise_and(x, _per_image(keep))
     threshold = tf.math.ceil(256.0 - MAX_SOLARIZE * sol)
     t = _per_image(tf.cast(tf.minimum(threshold, 255.0), tf.uint8))
     flip = _per_image(tf.cast(threshold <= 255.0, tf.uint8) * 255)
@@ -329,73 +363,68 @@ def _bits(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
 # --- spatial ops: one source index per output pixel -----------------------------------------
 
 
-def _mul2(
-    p: tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor],
-    q: tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor],
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Product of two batches of 2x2 matrices given as (a, b, c, d) = [[a, b], [c, d]]."""
-    return (
-        p[0] * q[0] + p[1] * q[2],
-        p[0] * q[1] + p[1] * q[3],
-        p[2] * q[0] + p[3] * q[2],
-        p[2] * q[1] + p[3] * q[3],
-    )
+def _geometry(
+    strength: tf.Tensor | None, u: tf.Tensor, p: AugmentParams, size: tuple[int, int]
+) -> tf.Tensor:
+    """(B, 10) per image: the map from output to source pixel, and the cutout box.
+
+    Columns a, b, c, d, e, f, y0, y1, x0, x1: source x = a X + b Y + e, y = c X + d Y + f
+    for output pixel (X, Y), shifted by +0.5 for rounding. Rotation, shear and translation
+    act about the image centre; flips and 90-degree turns have exact 0 / +-1 entries.
+    """
+    h, w = size
+    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0], np.float32)
+    n = tf.shape(u)[0]
+    if strength is None:
+        lin = tf.tile(tf.constant([[[1.0, 0.0], [0.0, 1.0]]]), [n, 1, 1])
+        shift = tf.zeros([n, 2])
+        box = tf.zeros([n, 4])
+    else:
+        theta = strength[:, _ROTATE] * (MAX_ROTATE_DEGREES * math.pi / 180.0)
+        cos, sin = tf.cos(theta), tf.sin(theta)
+        shear = MAX_SHEAR * strength[:, _SHEAR]
+        sx = tf.where(u[:, _AXIS] < 0.5, shear, 0.0)
+        sy = shear - sx  # rotation @ [[1, sx], [sy, 1]]:
+        lin = tf.reshape(
+            tf.stack([cos - sin * sy, cos * sx - sin, sin + cos * sy, sin * sx + cos], axis=1),
+            [-1, 2, 2],
+        )
+        phi = 2.0 * math.pi * u[:, _DIRECTION, None] - np.array([0.0, math.pi / 2], np.float32)
+        dist = (MAX_TRANSLATE * tf.abs(strength[:, _TRANSLATE]))[:, None]
+        shift = tf.cos(phi) * dist * np.array([w, h], np.float32)  # (dx, dy)
+        side = tf.round((MAX_CUTOUT * h) * tf.abs(strength[:, _CUTOUT]))[:, None]
+        box = _box(u[:, _CUT : _CUT + 2], side, side, size)
+    if p.rotate90 or p.flip:
+        k = (
+            tf.cast(tf.floor(u[:, _ROT90] * 4.0), tf.int32)
+            if p.rotate90
+            else tf.zeros([n], tf.int32)
+        )
+        turns = tf.gather(tf.constant(_DIHEDRAL_TURNS), k)  # (n, 2, 2)
+        if p.flip:  # flip the x and y rows
+            turns = turns * tf.where(u[:, _FLIP : _FLIP + 2, None] < 0.5, -1.0, 1.0)
+        lin = tf.reduce_sum(turns[:, :, :, None] * lin[:, None, :, :], axis=2)
+    offset = (centre + 0.5) + shift - tf.reduce_sum(lin * centre, axis=2)
+    return tf.concat([tf.reshape(lin, [-1, 4]), offset, box], axis=1)
+
+
+_DIHEDRAL_TURNS = np.array(
+    [[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]]], np.float32
+)
 
 
 def _box(
-    size: tf.Tensor, side_h: tf.Tensor, side_w: tf.Tensor, uy: tf.Tensor, ux: tf.Tensor
-) -> list[tf.Tensor]:
-    """[y0, y1, x0, x1]: boxes of the given sides centred uniformly, clipped to the image."""
-    h, w = tf.cast(size[0], tf.float32), tf.cast(size[1], tf.float32)
-    y0 = tf.floor(uy * h) - tf.floor(side_h / 2.0)
-    x0 = tf.floor(ux * w) - tf.floor(side_w / 2.0)
-    return [
-        tf.clip_by_value(y0, 0.0, h),
-        tf.clip_by_value(y0 + side_h, 0.0, h),
-        tf.clip_by_value(x0, 0.0, w),
-        tf.clip_by_value(x0 + side_w, 0.0, w),
-    ]
-
-
-def _geometry(
-    shape: tf.Tensor, strength: tf.Tensor, draws: dict[str, tf.Tensor], p: AugmentParams
+    where: tf.Tensor, side_h: tf.Tensor, side_w: tf.Tensor, size: tuple[int, int]
 ) -> tf.Tensor:
-    """(B, 10) per image: source x = a X + b Y + e, y = c X + d Y + f, and the cutout box.
-
-    Columns a, b, c, d, e, f, y0, y1, x0, x1; X, Y are output pixel indices, the source
-    coordinates are shifted by +0.5 for rounding. Rotation, shear and translation act about
-    the image centre; flips and 90-degree turns use exact 0 / +-1 entries.
-    """
-    batch = shape[0]
-    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-
-    theta = strength[:, _IDX["rotate"]] * (MAX_ROTATE_DEGREES * math.pi / 180.0)
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    one, zero = tf.ones([batch]), tf.zeros([batch])
-    shear = MAX_SHEAR * strength[:, _IDX["shear"]]
-    along_x = tf.cast(draws["shear_axis"] < 0.5, tf.float32)
-    lin = _mul2((cos, -sin, sin, cos), (one, along_x * shear, (1.0 - along_x) * shear, one))
-    if p.rotate90:
-        k = tf.cast(tf.floor(draws["rot90"] * 4.0), tf.int32)
-        c90 = tf.gather(tf.constant([1.0, 0.0, -1.0, 0.0]), k)
-        s90 = tf.gather(tf.constant([0.0, 1.0, 0.0, -1.0]), k)
-        lin = _mul2((c90, -s90, s90, c90), lin)
-    if p.flip:
-        fx = tf.where(draws["flip_x"] < 0.5, -1.0, 1.0)
-        fy = tf.where(draws["flip_y"] < 0.5, -1.0, 1.0)
-        lin = _mul2((fx, zero, zero, fy), lin)
-    a, b, c, d = lin
-    phi = 2.0 * math.pi * draws["direction"]
-    dist = MAX_TRANSLATE * tf.abs(strength[:, _IDX["translate"]])
-    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
-    e = (cx + 0.5 + dist * w * tf.cos(phi)) - (a * cx + b * cy)
-    f = (cy + 0.5 + dist * h * tf.sin(phi)) - (c * cx + d * cy)
-    side = tf.round(MAX_CUTOUT * tf.abs(strength[:, _IDX["cutout"]]) * h)
-    box = _box(shape[1:3], side, side, draws["cut_y"], draws["cut_x"])
-    return tf.stack([a, b, c, d, e, f, *box], axis=1)
+    """(n, 4) boxes [y0, y1, x0, x1] of the given sides centred at where * (H, W), clipped."""
+    hw = np.array([size[0], size[1]], np.float32)
+    sides = tf.concat([side_h, side_w], axis=1)
+    start = tf.floor(where * hw) - tf.floor(sides / 2.0)
+    lo, hi = tf.clip_by_value(start, 0.0, hw), tf.clip_by_value(start + sides, 0.0, hw)
+    return tf.reshape(tf.stack([lo, hi], axis=2), [-1, 4])
 
 
-def _reflect(v: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
+def _reflect(v: tf.Tensor, n: Any) -> tf.Tensor:
     """Pixel index of coordinate v - 0.5 (half up) reflected into [0, n) about the edges.
 
     One reflection each side is enough: the strongest rotate + shear + translate keeps
@@ -404,80 +433,86 @@ def _reflect(v: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
     return tf.floor(tf.minimum(n - tf.abs(tf.abs(v) - n), n - 0.5))
 
 
-def _in_box(box: list[tf.Tensor], h: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+def _index_general(g: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Source indices (n, H, W) for any affine map: every step on (n, 2, H, W)."""
+    h, w = size
+    rows = tf.reshape(tf.gather(g, [0, 1, 4, 2, 3, 5, 6], axis=1), [-1, 7, 1, 1])
+    a_e = rows[:, 0:6:3] * np.arange(w, dtype=np.float32) + rows[:, 2:6:3]  # (n, 2, 1, W)
+    v = a_e + rows[:, 1:6:3] * np.arange(h, dtype=np.float32)[:, None]  # (n, 2, H, W): x, y
+    limits = np.array([w, h], np.float32)[:, None, None]
+    src = _reflect(v, limits) * np.array([1.0, w], np.float32)[:, None, None]
+    return tf.reduce_sum(src, axis=1) + rows[:, 6] * w
+
+
+def _index_separable(g: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Source indices for maps with b = c = 0 or a = d = 0 (no rotation but by 90, no shear).
+
+    Then each source coordinate depends on one output axis, and the index is a column part
+    plus a row part: every costly step runs on (n, 2, L), L = max(H, W).
+    """
+    h, w = size
+    span = np.arange(max(h, w), dtype=np.float32)
+    turned = tf.equal(g[:, :1], 0.0)  # odd 90-degree turn: source x from Y, source y from X
+    # Per image: [coefficient, offset] of the column part (from X) and of the row part (from Y).
+    straight = tf.gather(g, [0, 4, 3, 5], axis=1)  # x = a X + e, y = d Y + f
+    swapped = tf.gather(g, [2, 5, 1, 4], axis=1)  # y = c X + f, x = b Y + e
+    coef = tf.reshape(tf.where(turned, swapped, straight), [-1, 2, 2, 1])
+    limits = np.array([[w, h], [h, w]], np.float32)  # the source axis of each part
+    scales = np.array([[1.0, w], [w, 1.0]], np.float32)  # its weight in the flat index
+    pick = tf.cast(turned, tf.int32)[:, 0]
+    src = _reflect(coef[:, :, 0] * span + coef[:, :, 1], tf.gather(limits, pick)[:, :, None])
+    part = src * tf.gather(scales, pick)[:, :, None]
+    return (part[:, 1, :h] + g[:, 6:7] * w)[:, :, None] + part[:, 0, None, :w]
+
+
+def _in_box(box: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     """(n, H, W) float 0/1: whether each pixel lies in its image's [y0, y1) x [x0, x1) box."""
-    rows = tf.range(h)[None, :, None]
-    cols = tf.range(w)[None, None, :]
-    y0, y1, x0, x1 = (tf.reshape(v, [-1, 1, 1]) for v in box)
-    in_rows = tf.cast((rows >= y0) & (rows < y1), tf.float32)
-    return in_rows * tf.cast((cols >= x0) & (cols < x1), tf.float32)
+    span = np.arange(max(size), dtype=np.float32)
+    inside = tf.cast(
+        (span >= box[:, 0::2, None]) & (span < box[:, 1::2, None]), tf.float32
+    )  # (n, 2, L): rows, columns
+    return inside[:, 0, : size[0], None] * inside[:, 1, None, : size[1]]
 
 
 def _cutmix_boxes(
-    shape: tf.Tensor, draws: dict[str, tf.Tensor], alpha: float, seed: tf.Tensor
-) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    u: tf.Tensor, alpha: float, seed: tf.Tensor, size: tuple[int, int]
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Partner of each image and the box its partner pastes: area 1 - lambda, lambda ~ Beta."""
-    lam = _beta(alpha, shape[0], seed)
-    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    ratio = tf.sqrt(1.0 - lam)
-    box = _box(shape[1:3], tf.round(ratio * h), tf.round(ratio * w), draws["mix_y"], draws["mix_x"])
-    return tf.argsort(draws["perm"]), box
-
-
-def _index_rows_cols(g: tf.Tensor, h: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
-    """Source index maps of images whose map is separable (no rotation but by 90, no shear).
-
-    Then the source x depends on one output axis only and so does the source y, and the flat
-    index is a row part plus a column part: every costly step runs on (n, H) and (n, W).
-    """
-    a, b, c, d, e, f, first = (v[:, None] for v in tf.unstack(g, num=7, axis=1))
-    xs, ys = tf.range(w)[None, :], tf.range(h)[None, :]
-    turned = tf.cast(tf.equal(a, 0.0), tf.float32)  # odd 90-degree turn: x from Y, y from X
-    col = (1.0 - turned) * _reflect(a * xs + e, w) + turned * w * _reflect(c * xs + f, h)
-    row = (1.0 - turned) * w * _reflect(d * ys + f, h) + turned * _reflect(b * ys + e, w)
-    return (row + first * w)[:, :, None] + col[:, None, :]
-
-
-def _index_general(g: tf.Tensor, h: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
-    """Source index maps of any affine geometry: every step on (n, H, W)."""
-    a, b, c, d, e, f, first = (tf.reshape(v, [-1, 1, 1]) for v in tf.unstack(g, num=7, axis=1))
-    xs, ys = tf.range(w)[None, None, :], tf.range(h)[None, :, None]
-    src_x = _reflect((a * xs + e) + b * ys, w)
-    src_y = _reflect((c * xs + f) + d * ys, h)
-    return (src_y + first) * w + src_x
+    ratio = tf.sqrt(1.0 - _beta(alpha, tf.shape(u)[0], seed))[:, None]
+    box = _box(u[:, _MIX : _MIX + 2], tf.round(ratio * size[0]), tf.round(ratio * size[1]), size)
+    return tf.argsort(u[:, _PERM]), box
 
 
 def _remap(
-    x: tf.Tensor, geometry: tf.Tensor, mix: tuple[tf.Tensor, list[tf.Tensor]] | None
+    x: tf.Tensor,
+    geometry: tf.Tensor,
+    mix: tuple[tf.Tensor, tf.Tensor] | None,
+    size: tuple[int, int],
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Apply ``_geometry`` (and CutMix) by one gather; return the images and pasted fractions."""
-    shape = tf.shape(x)
-    n = shape[0]
-    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    zero = tf.equal(geometry[:, :4], 0.0)
-    separable = (zero[:, 1] & zero[:, 2]) | (zero[:, 0] & zero[:, 3])
-    first_row = tf.range(tf.cast(n, tf.float32)) * h  # exact in float32 up to 2**24 pixels
-    g = tf.concat([geometry[:, :6], first_row[:, None]], axis=1)
-    part = tf.cast(separable, tf.int32)
-    positions = tf.dynamic_partition(tf.range(n), part, 2)
+    h, w = size
+    n = tf.shape(x)[0]
+    everyone = tf.range(n)
+    # first row of each image in the flat batch, exact in float32 up to 2**24 pixels
+    g = tf.concat([geometry[:, :6], tf.cast(everyone, tf.float32)[:, None] * h], axis=1)
+    zero = tf.cast(tf.equal(geometry[:, :4], 0.0), tf.float32)  # a, b, c, d == 0
+    part = tf.cast(tf.maximum(zero[:, 1] * zero[:, 2], zero[:, 0] * zero[:, 3]), tf.int32)
+    positions = tf.dynamic_partition(everyone, part, 2)
     gs = tf.dynamic_partition(g, part, 2)
     index = tf.dynamic_stitch(
-        positions, [_index_general(gs[0], h, w), _index_rows_cols(gs[1], h, w)]
+        positions, [_index_general(gs[0], size), _index_separable(gs[1], size)]
     )
-    # Cutout points at the image's background pixel, stored after all the image pixels.
-    flat = tf.reshape(x, [n, -1, 3])
-    corners = tf.stack([0, shape[2] - 1, (shape[1] - 1) * shape[2], shape[1] * shape[2] - 1])
-    background = tf.reduce_mean(tf.cast(tf.gather(flat, corners, axis=1), tf.float32), axis=1)
-    background_index = tf.reshape(tf.range(tf.cast(n, tf.float32)), [-1, 1, 1]) + h * w * tf.cast(
-        n, tf.float32
-    )
-    box = tf.unstack(geometry[:, 6:], num=4, axis=1)
-    index = index + _in_box(box, h, w) * (background_index - index)
+    # Cutout: the box points at the image's background pixel, stored after all image pixels.
+    flat = tf.reshape(x, [-1, h * w, 3])
+    corners = tf.gather(flat, [0, w - 1, (h - 1) * w, h * w - 1], axis=1)
+    background = tf.reduce_mean(tf.cast(corners, tf.float32), axis=1)
+    background_index = tf.reshape(tf.cast(everyone + n * (h * w), tf.float32), [-1, 1, 1])
+    index = index + _in_box(geometry[:, 6:], size) * (background_index - index)
     pasted = tf.zeros([n])
     if mix is not None:
         perm, box = mix
-        index = index + _in_box(box, h, w) * (tf.gather(index, perm) - index)
-        pasted = (box[1] - box[0]) * (box[3] - box[2]) / (h * w)
+        index = index + _in_box(box, size) * (tf.gather(index, perm) - index)
+        pasted = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2]) / (h * w)
     source = tf.concat([tf.reshape(flat, [-1, 3]), _to_uint8(background + 0.5)], axis=0)
     # gather_nd is about 3x faster than gather for these 3-byte rows.
     return tf.gather_nd(source, tf.cast(index, tf.int32)[..., None]), pasted
