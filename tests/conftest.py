@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pg import postgres_url  # noqa: F401 (a fixture: the PostgreSQL server, see tests/pg.py)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -43,7 +45,9 @@ def mobilenet_weights_path() -> Path:
     return MOBILENET_WEIGHTS
 
 
-def make_images(n: int, size: int = 96, n_classes: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_images(
+    n: int, size: int = 96, n_classes: int = 8, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Small synthetic, class-dependent RGB uint8 images (distinct, no duplicates) and labels."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % n_classes

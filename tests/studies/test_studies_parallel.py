@@ -60,21 +60,17 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[dict, st
     return json.loads(out.strip().splitlines()[-1]), err
 
 
-POSTGRES_ENV = "BLOOD_AUTOML_TEST_POSTGRES_URL"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path | None]:
-    """A storage URL and, for SQLite, its file: a file in tmp_path, or the server in $POSTGRES_ENV."""
+    """A storage URL and, for SQLite, its file: a file in tmp_path, or the session's PostgreSQL.
+
+    The PostgreSQL variant uses the ``postgres_url`` fixture (tests/pg.py): the server in
+    $BLOOD_AUTOML_TEST_POSTGRES_URL or a throwaway one; skipped when neither can be had.
+    """
     if request.param == "sqlite":
         db = tmp_path / "par.db"
         return f"sqlite:///{db}", db
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"no PostgreSQL server: set {POSTGRES_ENV}=postgresql://USER:PW@HOST/DB")
-    pytest.importorskip("psycopg2", reason="needs psycopg2 (blood-automl[postgres])")
-    if url.startswith("postgresql://"):  # the reader uses plain Optuna: name the driver
-        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    url = request.getfixturevalue("postgres_url")  # postgresql+psycopg2://: plain Optuna reads it
     open_storage(url)  # the schema exists before a reader (a dashboard) looks
     return url, None
 

@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -73,6 +74,68 @@ def test_heartbeat_settings_reach_optuna(tmp_path: Path) -> None:
     off = open_storage(f"sqlite:///{tmp_path}/h.db", heartbeat=False)
     assert isinstance(off, optuna.storages.RDBStorage)
     assert off.get_heartbeat_interval() is None
+
+
+def test_heartbeat_interval_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/e.db"
+    monkeypatch.setenv("BLOOD_AUTOML_HEARTBEAT_INTERVAL", "2")
+    storage = open_storage(url)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert storage.get_heartbeat_interval() == 2
+    assert storage.grace_period is None  # Optuna's default: twice the interval
+    assert open_storage(url, heartbeat_interval=5).get_heartbeat_interval() == 5
+    monkeypatch.setenv("BLOOD_AUTOML_HEARTBEAT_INTERVAL", "soon")
+    with pytest.raises(StorageError, match=r"BLOOD_AUTOML_HEARTBEAT_INTERVAL must be .* 'soon'"):
+        open_storage(url)
+    monkeypatch.delenv("BLOOD_AUTOML_HEARTBEAT_INTERVAL")
+    assert open_storage(url).get_heartbeat_interval() == 60
+
+
+def test_a_schema_stamped_by_another_program_meanwhile_is_retried() -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from blood_automl.studies.storage import _retry_schema_race
+
+    calls: list[int] = []
+    opened = object()
+
+    def make() -> object:
+        calls.append(1)
+        if len(calls) == 1:  # what SQLite says when a dashboard stamped the schema first
+            reason = Exception("UNIQUE constraint failed: alembic_version.version_num")
+            raise IntegrityError("INSERT INTO alembic_version", {}, reason)
+        return opened
+
+    assert _retry_schema_race(make) is opened
+    assert len(calls) == 2
+
+    def other_error() -> object:
+        raise IntegrityError("INSERT INTO trials", {}, Exception("NOT NULL constraint failed"))
+
+    with pytest.raises(IntegrityError):  # not a race: raised at once
+        _retry_schema_race(other_error)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_stale_trial_is_rerun_without_the_marks_of_how_it_ended(tmp_path: Path) -> None:
+    from optuna.storages import fail_stale_trials
+
+    storage = open_storage(f"sqlite:///{tmp_path}/stale.db", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(trial._trial_id)
+    trial.set_user_attr("recipe", "r1")
+    trial.set_user_attr("interrupted", "stopped by the user")  # by a process that outlived it
+    trial.set_user_attr("fail_reason", "interrupted")
+    time.sleep(2.5)
+    fail_stale_trials(study)
+    stale, rerun = study.get_trials()
+    assert stale.state == optuna.trial.TrialState.FAIL and "interrupted" in stale.user_attrs
+    assert rerun.state == optuna.trial.TrialState.WAITING
+    assert rerun.system_attrs["failed_trial"] == stale.number
+    assert rerun.user_attrs == {"recipe": "r1"}  # what it is, not how the dead run ended
 
 
 def test_reopening_keeps_studies_and_in_memory_works(tmp_path: Path) -> None:

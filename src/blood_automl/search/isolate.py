@@ -53,9 +53,13 @@ class TrialJob:
 
 
 def _die_with_parent() -> None:
-    # Linux: SIGTERM this child when the parent dies, so an orphan never trains on.
+    # Linux: SIGKILL this child when the parent dies, so an orphan never trains on. Not
+    # SIGTERM: that would record the trial as interrupted by the user (not counted, and
+    # inherited by its re-run), while a dead worker's trial is failed by its stale
+    # heartbeat and re-run with the same parameters. A stop asked for by the user reaches
+    # the child as SIGTERM from the living parent (see _stop) or SIGINT from the terminal.
     with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _child(job: TrialJob, conn: Any) -> None:

@@ -30,6 +30,9 @@ SURPLUS_ATTR = "surplus"
 """User attribute of a trial that was not run because the study already had its N trials."""
 INTERRUPTED_ATTR = "interrupted"
 """User attribute of a trial stopped by SIGINT or SIGTERM: it says nothing of its params."""
+OUTCOME_ATTRS = frozenset({INTERRUPTED_ATTR, "fail_reason"})
+"""User attributes that say how one run of a trial ended (``fail_reason`` is written by
+``search.objective``): a re-run of the trial with the same parameters must not inherit them."""
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _CLAIMED = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
@@ -173,9 +176,18 @@ def optimize_to_target(
 
     def gated(trial: optuna.Trial) -> float:
         nonlocal ran
-        claim_slot(trial, target)
-        ran += 1
-        return objective(trial)
+        try:
+            claim_slot(trial, target)
+            ran += 1
+            return objective(trial)
+        except KeyboardInterrupt:
+            # SIGINT or SIGTERM (a KeyboardInterrupt, see search.run.stop_signals) may land
+            # anywhere in the trial, not only where the objective expects it (while it
+            # trains): in sampling, storing notes or figures. Optuna records the trial FAIL
+            # either way; marked, it is not counted, so a resumed study still runs N trials.
+            if INTERRUPTED_ATTR not in trial.user_attrs:
+                trial.set_user_attr(INTERRUPTED_ATTR, "stopped by SIGINT or SIGTERM")
+            raise
 
     poll = poll_interval if poll_interval is not None else _poll_interval(study)
     while True:

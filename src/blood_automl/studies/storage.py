@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -12,10 +14,12 @@ from typing import Any
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from blood_automl.errors import StorageError
+from blood_automl.studies.budget import OUTCOME_ATTRS
 from blood_automl.studies.sqlite import SQLiteStorage, init_lock, prepare_sqlite_file
 from blood_automl.studies.urls import (
     DEFAULT_STORAGE,
@@ -29,6 +33,13 @@ from blood_automl.studies.urls import (
 
 HEARTBEAT_INTERVAL = 60
 """Seconds between a running trial's heartbeats on RDB storages."""
+HEARTBEAT_ENV = "BLOOD_AUTOML_HEARTBEAT_INTERVAL"
+"""Environment variable that replaces :data:`HEARTBEAT_INTERVAL` (whole seconds >= 1).
+
+The grace period after which a silent trial is failed and re-run follows it (twice the
+interval), so a shorter interval re-runs a dead worker's trial sooner; every worker of a
+study should use the same value. Tests use it to kill and restart workers in seconds.
+"""
 MAX_RETRY = 1
 """How many times a trial whose worker died is re-run with the same parameters."""
 BUSY_TIMEOUT = 60.0
@@ -52,7 +63,7 @@ def open_storage(
     url: str | None = None,
     *,
     heartbeat: bool = True,
-    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     max_retry: int = MAX_RETRY,
     busy_timeout: float = BUSY_TIMEOUT,
@@ -63,8 +74,8 @@ def open_storage(
     SQLite files get their folder created, the WAL journal, a busy timeout and
     ``BEGIN IMMEDIATE`` transactions, so several worker processes on one machine and a
     dashboard can share the file. With ``heartbeat`` every RDB storage (SQLite, PostgreSQL,
-    MySQL) records a heartbeat of each running trial every ``heartbeat_interval`` seconds;
-    a trial silent for ``grace_period`` seconds (default twice the interval) is marked
+    MySQL) records a heartbeat of each running trial every ``heartbeat_interval`` seconds
+    (default ``$BLOOD_AUTOML_HEARTBEAT_INTERVAL``, else :data:`HEARTBEAT_INTERVAL`); a trial silent for ``grace_period`` seconds (default twice the interval) is marked
     FAIL by the next worker asking for a trial and re-run with the same parameters up to
     ``max_retry`` times (Optuna's ``RetryHeartbeatStaleTrialCallback``).
 
@@ -81,6 +92,8 @@ def open_storage(
     if parsed.drivername != parse_url(text).drivername:
         text = parsed.render_as_string(hide_password=False)
     _check_driver(parsed, masked)
+    if heartbeat_interval is None:
+        heartbeat_interval = default_heartbeat_interval()
     options = _heartbeat_options(heartbeat, heartbeat_interval, grace_period, max_retry)
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_file(parsed)
@@ -108,6 +121,23 @@ def open_storage(
         masked,
         connect_timeout,
     )
+
+
+def default_heartbeat_interval() -> int:
+    """``$BLOOD_AUTOML_HEARTBEAT_INTERVAL`` if set, else :data:`HEARTBEAT_INTERVAL` seconds."""
+    text = os.environ.get(HEARTBEAT_ENV, "").strip()
+    if not text:
+        return HEARTBEAT_INTERVAL
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StorageError(
+            f"{HEARTBEAT_ENV} must be a whole number of seconds >= 1, but got {text!r}; "
+            f"unset it to use the default ({HEARTBEAT_INTERVAL} s)"
+        )
+    return value
 
 
 def storage_url(storage: BaseStorage) -> str | None:
@@ -143,6 +173,21 @@ def storage_errors(storage: BaseStorage, action: str) -> Iterator[None]:
         ) from None
 
 
+class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's re-run of a trial whose worker died, without the marks of how that run ended.
+
+    Optuna copies the failed trial's user attributes to the re-run. ``interrupted`` and
+    ``fail_reason`` there describe the dead run (a trial process that outlived its worker
+    may have written them); inherited, they would make the re-run look interrupted, so it
+    would never count towards ``--trials`` however it ends.
+    """
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        rerun = copy.copy(trial)
+        rerun.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in OUTCOME_ATTRS}
+        super().__call__(study, rerun)
+
+
 def _heartbeat_options(
     heartbeat: bool, interval: int, grace_period: int | None, max_retry: int
 ) -> dict[str, Any]:
@@ -155,7 +200,7 @@ def _heartbeat_options(
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        callback = RetryStaleTrial(max_retry=max_retry)
     return {
         "heartbeat_interval": int(interval),
         "grace_period": grace_period,
@@ -213,16 +258,26 @@ def _retry_schema_race(make: Callable[[], BaseStorage], attempts: int = 5) -> Ba
     """Build a storage again when another process created Optuna's tables at the same moment.
 
     Two workers opening a new database together both try to create the schema; one fails
-    ("already exists" on SQLite, a duplicate type or key on PostgreSQL). The next try
-    finds the tables. On SQLite our own workers also take a folder lock; this covers
-    other programs (a dashboard) and servers.
+    ("already exists" or "UNIQUE constraint failed" on SQLite, a duplicate type or key on
+    PostgreSQL). The next try finds the tables. On SQLite our own workers also take a
+    folder lock; this covers other programs (a dashboard) and servers.
     """
     for attempt in range(1, attempts + 1):
         try:
             return make()
         except SQLAlchemyError as e:
             text = str(e)
-            race = "already exists" in text or "duplicate key" in text or "Duplicate" in text
+            # SQLite says "UNIQUE constraint failed" when another program (plain Optuna, a
+            # dashboard) stamped Optuna's schema version (alembic_version) a moment before.
+            race = any(
+                marker in text
+                for marker in (
+                    "already exists",
+                    "duplicate key",
+                    "Duplicate",
+                    "UNIQUE constraint failed",
+                )
+            )
             if attempt == attempts or not race:
                 raise
             time.sleep(0.2 * attempt)
