@@ -223,3 +223,25 @@ def test_killed_worker_trial_is_failed_and_rerun_once_with_same_params(
     assert count_finished(get_study(url, name)) == 3  # the failed one is superseded
     assert sum(t.state in FINISHED for t in trials) == 4
     assert db is None or _integrity(db) == "ok"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_trial_left_running_without_a_heartbeat_is_failed_and_its_slot_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blood_automl.studies import budget
+
+    monkeypatch.setattr(budget, "UNCLAIMED_GRACE", 0.5)  # the grace period (1 s) then rules
+    storage = open_storage(f"sqlite:///{tmp_path}/u.db", heartbeat_interval=1, grace_period=1)
+    study = create_or_load_study(storage, "u", StudySettings(sampler="random", seed=3))
+    study.enqueue_trial({"x": 0.25})
+    study.ask()  # a worker popped the queued trial and was stopped before its first heartbeat
+    time.sleep(1.5)
+    ran = optimize_to_target(
+        study, lambda t: t.suggest_float("x", 0, 1), 2, poll_interval=0.1, timeout=60
+    )
+    orphan, *rest = study.get_trials()
+    assert orphan.state == optuna.trial.TrialState.FAIL
+    assert orphan.user_attrs["interrupted"] == "stopped before it ran"
+    assert ran == 2 and count_finished(study) == 2  # it held no slot: two trials ran
+    assert {"x": 0.25} in [t.params for t in rest if t.state.is_finished()]  # queued again

@@ -14,14 +14,16 @@ A trial failed by the heartbeat (its worker died) and re-run by Optuna's
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import datetime
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
-from optuna.storages import fail_stale_trials
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from blood_automl.errors import ConfigError
@@ -33,6 +35,9 @@ INTERRUPTED_ATTR = "interrupted"
 OUTCOME_ATTRS = frozenset({INTERRUPTED_ATTR, "fail_reason"})
 """User attributes that say how one run of a trial ended (``fail_reason`` is written by
 ``search.objective``): a re-run of the trial with the same parameters must not inherit them."""
+
+UNCLAIMED_GRACE = 60.0
+"""Seconds after its start when a RUNNING trial that never had a heartbeat is failed."""
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _CLAIMED = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
@@ -217,6 +222,52 @@ def _fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         fail_stale_trials(study)
+    _fail_unclaimed(study)
+
+
+def _fail_unclaimed(study: optuna.Study) -> None:
+    """Fail, as interrupted, RUNNING trials that never had a heartbeat, long after their start.
+
+    Optuna creates a trial (RUNNING) and samples it before the objective runs, and only
+    then does :func:`claim_slot` record its first heartbeat. A worker stopped or killed in
+    between (SIGINT during sampling, say) leaves a RUNNING trial with no heartbeat, which
+    Optuna's stale check never sees: it would hold one of the N slots for ever, and every
+    resume would wait on it. Such a trial did no work: marked interrupted it is not counted
+    (queued parameters are queued again), so its slot is run. The wait, the longer of the
+    heartbeat grace period and :data:`UNCLAIMED_GRACE`, leaves a live worker time to sample
+    and covers clock differences between machines (start times are their clocks).
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+    if not isinstance(backend, RDBStorage):
+        return
+    interval = backend.get_heartbeat_interval()
+    if not interval:
+        return
+    grace = max(float(backend.grace_period or 2 * interval), UNCLAIMED_GRACE)
+    now = datetime.datetime.now()  # Optuna's datetime_start: the creating machine's local time
+    old = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace
+    ]
+    if not old:
+        return
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+    from sqlalchemy import select
+
+    ids = [t._trial_id for t in old]
+    query = select(TrialHeartbeatModel.trial_id).where(TrialHeartbeatModel.trial_id.in_(ids))
+    with backend.engine.connect() as connection:
+        beating = set(connection.execute(query).scalars())
+    for t in old:
+        if t._trial_id in beating:
+            continue
+        with contextlib.suppress(UpdateFinishedTrialError):  # another worker was quicker
+            storage.set_trial_user_attr(t._trial_id, INTERRUPTED_ATTR, "stopped before it ran")
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            if "fixed_params" in t.system_attrs:
+                _queue_again(study, t)
 
 
 def _poll_interval(study: optuna.Study) -> float:
