@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -218,18 +220,39 @@ def _enqueue_recipes(study: optuna.Study, space: Space, notes: list[str], room: 
         notes.append(f"no published recipe fits the {space.name} space")
 
 
+_FINALIZER_FILES = frozenset({"weakref.py", "_weakrefset.py"})
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """True in code whose exceptions Python prints and ignores: a weakref callback, a ``__del__``."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or os.path.basename(code.co_filename) in _FINALIZER_FILES:
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def stop_signals() -> Iterator[None]:
     """SIGINT and SIGTERM both stop the search once, as KeyboardInterrupt in the main thread.
 
     Later signals are ignored, so the trial being stopped can still be recorded as
-    interrupted and the storage left consistent.
+    interrupted and the storage left consistent. A signal that arrives while a weakref
+    callback or a ``__del__`` runs (garbage collection) is delivered again just after:
+    Python ignores exceptions raised there, so the stop would be lost, and with it every
+    later signal.
     """
     stopping = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         if stopping:
+            return
+        if _in_finalizer(frame):  # send it again in a moment, once out of the finalizer
+            resend = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            resend.daemon = True
+            resend.start()
             return
         stopping = True
         raise KeyboardInterrupt()
