@@ -1,0 +1,245 @@
+"""A stand-in for ``blood_automl.trainer`` in search tests: no TensorFlow, no model, seconds per study.
+
+It provides what the search path uses (``train``, ``release``, ``configure``,
+``check_weights``, ``weights_mode``) with the real signatures. ``train`` sleeps
+``$BLOOD_AUTOML_FAKE_SECONDS`` (default 0.05) per epoch, reports a value derived from the
+seed after each of the config's ``head_epochs + finetune_epochs`` epochs, and returns what
+the objective reads from a real ``TrainResult``. Controlled by the environment:
+
+``BLOOD_AUTOML_FAKE_SECONDS``      seconds per epoch
+``BLOOD_AUTOML_FAKE_HANG_MARKER``  a file path: the first trial anywhere to finish epoch 1
+                                   creates it (exclusively, holding its pid, seed and step)
+                                   and then hangs until killed; every later trial runs on
+``BLOOD_AUTOML_FAKE_LOG``          a file path: each ``train`` call appends one JSON line
+                                   (pid, parent pid, seed, threads, a digest of its data)
+
+``fake_tensorflow()`` is a ``tensorflow`` module that sees no GPU, for the code that asks.
+``sitecustomize.py`` next to this file installs both in every process started with this
+folder on ``PYTHONPATH`` and ``BLOOD_AUTOML_FAKE_TRAINER=1`` (CLI runs, spawned workers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import types
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SECONDS_ENV = "BLOOD_AUTOML_FAKE_SECONDS"
+HANG_ENV = "BLOOD_AUTOML_FAKE_HANG_MARKER"
+LOG_ENV = "BLOOD_AUTOML_FAKE_LOG"
+
+FAKE = True  # lets a test check which trainer a process has
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What the real ``configure`` returns: no GPU here."""
+
+    gpus: int
+    mixed_precision: bool
+    threads: int | None
+
+
+@dataclass
+class TrainResult:
+    """The fields of the real ``TrainResult`` that a search reads; no model."""
+
+    model: Any
+    history: list[dict[str, Any]]
+    best_step: int
+    best_value: float | None
+    val_metrics: dict[str, Any] | None
+    head_epochs: int
+    finetune_epochs: int
+    unfreeze_from: str | None
+    trainable_layers: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+_configured: RuntimeInfo | None = None
+
+
+def configure(
+    *, threads: int | None = None, mixed_precision: bool | None = None, memory_growth: bool = True
+) -> RuntimeInfo:
+    """Once per process, as the real one: record the thread cap, report no GPU."""
+    global _configured
+    if _configured is None:
+        _configured = RuntimeInfo(gpus=0, mixed_precision=bool(mixed_precision), threads=threads)
+    return _configured
+
+
+def release() -> None:
+    """Nothing to free."""
+
+
+def weights_mode(weights: str | Path | None) -> str:
+    """As the real one: ``imagenet``, ``none``, or a folder path."""
+    if weights is None or str(weights).lower() == "none":
+        return "none"
+    if str(weights).lower() == "imagenet":
+        return "imagenet"
+    return str(Path(weights).expanduser())
+
+
+def check_weights(backbones: Iterable[str], weights: str | Path | None) -> list[str]:
+    """No missing weights for ``none`` or ``imagenet``; a folder must hold each backbone's file."""
+    mode = weights_mode(weights)
+    if mode in ("none", "imagenet"):
+        return []
+    from blood_automl.spaces.registry import get_backbone
+
+    missing = []
+    for name in dict.fromkeys(backbones):
+        spec = get_backbone(name)
+        if not (Path(mode) / spec.weights_file).is_file():
+            missing.append(f"{spec.name}: {spec.weights_file} is not in {mode}")
+    return missing
+
+
+def fake_tensorflow() -> types.ModuleType:
+    """A ``tensorflow`` stand-in with what the search path asks it: no GPU to list or hide."""
+    tf = types.ModuleType("tensorflow")
+    tf.__dict__["FAKE"] = True
+    tf.__dict__["config"] = types.SimpleNamespace(
+        list_physical_devices=lambda device_type=None: [],
+        set_visible_devices=lambda devices, device_type=None: None,
+    )
+    return tf
+
+
+def value_at(seed: int, step: int, epochs: int) -> float:
+    """The validation value after epoch ``step``: rises with the epochs, its level from the seed."""
+    level = 0.3 + 0.6 * ((seed * 2654435761) % 1000) / 1000
+    return round(level * (0.6 + 0.4 * step / max(1, epochs)), 6)
+
+
+def data_digest(*arrays: Any) -> str:
+    """A short sha256 of the arrays' shapes and bytes: which data a worker trained on."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            continue
+        h.update(str(tuple(a.shape)).encode())
+        h.update(memoryview(a.tobytes()))
+    return h.hexdigest()[:16]
+
+
+def _log(entry: dict[str, Any]) -> None:
+    path = os.environ.get(LOG_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:  # one short line per write: appends atomically
+            f.write(json.dumps(entry) + "\n")
+
+
+def _hang_here(seed: int, step: int) -> bool:
+    """True for the one trial that creates the hang marker (first come, any process)."""
+    path = os.environ.get(HANG_ENV)
+    if not path:
+        return False
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"pid": os.getpid(), "seed": seed, "step": step}))
+    return True
+
+
+def train(
+    config: Any,
+    x_train: Any,
+    y_train: Any,
+    class_names: Sequence[str],
+    *,
+    x_val: Any = None,
+    y_val: Any = None,
+    weights: str | None = "imagenet",
+    objective: str = "accuracy",
+    report: Callable[[int, float], None] | None = None,
+    seed: int = 0,
+    patience: int | None = 3,
+    epochs: tuple[int, int] | None = None,
+    xla: bool = False,
+    verbose: int = 0,
+) -> TrainResult:
+    """Pretend to train ``config``: sleep, report each epoch, return plausible metrics."""
+    started = time.monotonic()
+    head, finetune = epochs or (int(config.head_epochs), int(config.finetune_epochs))
+    total = head + finetune
+    pause = float(os.environ.get(SECONDS_ENV, "0.05"))
+    _log(
+        {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),  # the worker, where each trial trains in a process of its own
+            "seed": seed,
+            "threads": None if _configured is None else _configured.threads,
+            "data": data_digest(x_train, y_train, x_val, y_val),
+            "n_train": len(x_train),
+            "weights": weights_mode(weights),
+        }
+    )
+    history: list[dict[str, Any]] = []
+    has_val = x_val is not None and y_val is not None and len(x_val) > 0
+    best_value: float | None = None
+    best_step = 0
+    for step in range(1, total + 1):
+        time.sleep(pause)
+        value = value_at(seed, step, total)
+        history.append(
+            {
+                "step": step,
+                "phase": "head" if step <= head else "finetune",
+                "loss": round(1.5 - value, 6),
+                "accuracy": value,
+                "val_loss": round(1.6 - value, 6) if has_val else None,
+                "val_accuracy": value if has_val else None,
+            }
+        )
+        if has_val:
+            if best_value is None or value > best_value:
+                best_value, best_step = value, step
+            if report is not None:
+                report(step, value)  # may raise optuna.TrialPruned
+        if step == 1 and _hang_here(seed, step):
+            while True:  # until SIGKILL; a signal handler's exception ends it as in training
+                time.sleep(3600)
+    metrics = None
+    if has_val:
+        metrics = _metrics(best_value or 0.0, y_val, class_names)
+    return TrainResult(
+        model=None,
+        history=history,
+        best_step=best_step,
+        best_value=best_value,
+        val_metrics=metrics,
+        head_epochs=head,
+        finetune_epochs=finetune,
+        unfreeze_from=None if finetune == 0 else "conv_pw_10",
+        trainable_layers=0,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _metrics(value: float, y_val: Any, class_names: Sequence[str]) -> dict[str, Any]:
+    n = len(class_names)
+    counts = [int((y_val == c).sum()) for c in range(n)]
+    matrix = [[counts[i] if i == j else 0 for j in range(n)] for i in range(n)]
+    return {
+        "accuracy": value,
+        "balanced_accuracy": value,
+        "macro_f1": value,
+        "n": int(sum(counts)),
+        "per_class": {
+            name: {"precision": value, "recall": value, "f1": value, "support": counts[i]}
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": matrix,
+    }
