@@ -72,15 +72,8 @@ _BITS = [_IDX["posterize"], _IDX["solarize"]]
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # Columns of each call's uniform draws (B, _N_DRAWS + 2 * len(OPS)): these, then a sign per op,
 # then the scores whose top ``randaugment_ops`` are the picked ops.
-_AXIS, _DIRECTION, _CUT, _ROT90, _FLIP, _MIX, _PERM = (
-    0,
-    1,
-    2,
-    4,
-    5,
-    7,
-    9,
-)  # _CUT, _FLIP, _MIX: 2 each
+_AXIS, _DIRECTION, _ROT90, _PERM = 0, 1, 4, 9
+_CUT, _FLIP, _MIX = 2, 5, 7  # two columns each: (y, x)
 _N_DRAWS = 10
 # The colour map of an image is gain * (f cos I + f sin K + f (1 - cos) J / 3 + (1 - f) G):
 # saturation f, hue rotation (cos, sin) about the grey axis, G = luma in every column.
