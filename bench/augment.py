@@ -5,7 +5,7 @@ Run from the repository root (needs the ``bench`` extra for keras-cv):
     .venv/bin/python bench/augment.py            # exits 1 when a target is missed
     .venv/bin/python bench/augment.py --no-check # only print
 
-Targets (issue 3), measured side by side in one run on 96x96 uint8 batches of 64:
+Targets, measured side by side in one run on 96x96 uint8 batches of 64:
 (a) tf.data throughput of our augmenter (2 ops, magnitude 0.5) >= 20x keras-cv's RandAugment
     (augmentations_per_image=2, magnitude=0.5) in the same pipeline;
 (b) one epoch of a frozen-backbone MobileNetV3Small under the strongest augmentation of the

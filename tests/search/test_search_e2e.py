@@ -142,8 +142,11 @@ def test_refit_with_no_completed_trial_says_so_and_writes_nothing(tmp_path: Path
 
 
 def test_missing_study_for_refit_is_one_line(tmp_path: Path) -> None:
-    result = run_cli("refit-best", "--study", "nope", "--storage", _storage(tmp_path), cwd=tmp_path)
+    storage = _storage(tmp_path)
+    (tmp_path / "studies").mkdir()
+    optuna.create_study(study_name="other", storage=storage, direction="maximize")
+    result = run_cli("refit-best", "--study", "nope", "--storage", storage, cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "nope" in lines[0]
+    assert len(lines) == 1 and "nope" in lines[0] and "other" in lines[0]
     assert not (tmp_path / "exports").exists()
