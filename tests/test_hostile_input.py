@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pickle
 import re
 import socket
 import sqlite3
@@ -292,13 +293,13 @@ class _OpensFileWhenUnpickled:
 
 def pickled_object_array(ctx: Ctx) -> list[str]:
     marker = ctx.tmp / "UNPICKLED"
-    images = np.empty(1, dtype=object)
-    images[0] = _OpensFileWhenUnpickled(marker)
-    name = ctx.npz("data.npz", images=images, labels=np.array([0]))
-    with np.load(ctx.tmp / name, allow_pickle=True) as f:  # the payload is live...
-        f["images"]
+    payload = _OpensFileWhenUnpickled(marker)
+    pickle.loads(pickle.dumps(payload))  # the payload is live...
     assert marker.exists()
     marker.unlink()  # ...so blood-automl must never unpickle it
+    images = np.empty(1, dtype=object)
+    images[0] = payload
+    name = ctx.npz("data.npz", images=images, labels=np.array([0]))
     ctx.never.append(marker)
     return ["inspect-data", name]
 
