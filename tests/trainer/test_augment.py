@@ -52,17 +52,52 @@ def test_identity_at_magnitude_zero(batch: tuple[np.ndarray, np.ndarray], ops: i
 
 
 def test_every_op_is_exact_identity_at_strength_zero(batch: tuple[np.ndarray, np.ndarray]) -> None:
-    """Not only skipped at magnitude 0: each op, run on every image at strength 0, is exact."""
-    images = tf.constant(batch[0])
-    n = len(batch[0])
-    for colour in range(5):  # the colour map, with one of its ops at -0.0
-        maps = augment._colour_maps(images, tf.one_hot(tf.fill([n], colour), 5) * -0.0).numpy()
-        assert np.array_equal(maps, np.tile([[1, 0, 0, 0, 1, 0, 0, 0, 1, 0.5]], (n, 1)))
-    assert np.array_equal(augment._sharpness(images, tf.zeros([n])).numpy(), batch[0])
-    assert np.array_equal(augment._bits(images, tf.zeros([n, 2])).numpy(), batch[0])
-    u = tf.random.uniform([n, augment._N_DRAWS])
-    geometry = augment._geometry(tf.zeros([n, len(OPS)]), u, AugmentParams(), (96, 96))
-    assert np.array_equal(augment._remap(images, geometry, None, (96, 96))[0].numpy(), batch[0])
+    """Not only skipped at magnitude 0: each op's kernel, run at strength 0, is exact."""
+    images = np.ascontiguousarray(batch[0])
+    n, size = len(images), images[0].size
+    flat = images.reshape(n, -1)
+    strength = np.zeros(len(OPS))
+    identity_map = np.array([1, 0, 0, 0, 1, 0, 0, 0, 1, 0.5])
+    for op in ("autocontrast", "brightness", "contrast", "saturation", "hue"):
+        strength[:] = 0.0
+        strength[OPS.index(op)] = -0.0
+        assert np.array_equal(augment._colour_map(strength, flat[0], 96, 96), identity_map)
+    planes = np.empty((6, size // 3), np.float32)
+    column = np.empty(size, np.int32)
+    for image in flat[:8]:
+        out = np.empty_like(image)
+        augment._colour_matrix(image, out, identity_map.astype(np.float32), planes)
+        assert np.array_equal(out, image)
+        augment._scale(image, out, np.float32(1.0), np.float32(0.5))
+        assert np.array_equal(out, image)
+        augment._sharpen(image, out, column, 3 * 96, np.float32(0.0))
+        assert np.array_equal(out, image)
+        out[:] = image
+        augment._bits(out, 0.0, -0.0)
+        assert np.array_equal(out, image)
+    u = np.random.default_rng(0).random((n, augment._N_DRAWS + 2 * len(OPS)))
+    geometry = augment._geometry(np.zeros((n, len(OPS))), u, False, False, 96, 96)
+    assert np.array_equal(geometry[:, :6], np.tile([1.0, 0.0, 0.0, 1.0, 0.5, 0.5], (n, 1)))
+    assert (geometry[:, 6] >= geometry[:, 7]).all()  # no cutout box
+    assert not augment._moves(geometry, np.arange(n), np.zeros((n, 4), np.int64))
+
+
+def run_ops(images: np.ndarray, strength: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The pixel and spatial stages on a batch, with the given strengths and draws."""
+    n, h, w = images.shape[:3]
+    flat = augment._pixel_stage(np.ascontiguousarray(images).reshape(n, -1), h, w, strength)
+    geometry = augment._geometry(strength, u, False, False, h, w)
+    out = augment._remap_stage(
+        flat,
+        h,
+        w,
+        geometry,
+        np.arange(n),
+        np.zeros((n, 4), np.int64),
+        augment._fold(w, 1),
+        augment._fold(h, w),
+    )
+    return out.reshape(images.shape)
 
 
 def test_monotone_in_magnitude(batch: tuple[np.ndarray, np.ndarray]) -> None:
@@ -77,17 +112,43 @@ def test_monotone_in_magnitude(batch: tuple[np.ndarray, np.ndarray]) -> None:
 
 @pytest.mark.parametrize("op", [name for name in OPS if name != "identity"])
 def test_each_op_grows_with_strength(batch: tuple[np.ndarray, np.ndarray], op: str) -> None:
-    images = tf.constant(batch[0][:16])
-    u = tf.fill([16, augment._N_DRAWS], 0.3)
-    sign = tf.where(tf.range(16) % 2 == 0, 1.0, -1.0)[:, None]
+    images = batch[0][:16]
+    u = np.full((16, augment._N_DRAWS + 2 * len(OPS)), 0.3)
+    sign = np.where(np.arange(16) % 2 == 0, 1.0, -1.0)
     changes = []
     for m in (0.0, 0.5, 1.0):
-        strength = tf.one_hot(tf.fill([16], OPS.index(op)), len(OPS)) * sign * m
-        out = augment._pixel_ops(images, strength, tf.range(16))
-        geometry = augment._geometry(strength, u, AugmentParams(), (96, 96))
-        out, _ = augment._remap(out, geometry, None, (96, 96))
-        changes.append(mean_change(out.numpy(), batch[0][:16]))
+        strength = np.zeros((16, len(OPS)))
+        strength[:, OPS.index(op)] = sign * m
+        changes.append(mean_change(run_ops(images, strength, u), images))
     assert changes[0] == 0.0 < changes[1] < changes[2], changes
+
+
+def test_ops_match_their_definitions(batch: tuple[np.ndarray, np.ndarray]) -> None:
+    """Brightness, posterize, solarize and cutout against their one-line definitions."""
+    images = batch[0][:8]
+    x = images.astype(np.float64)
+    u = np.full((8, augment._N_DRAWS + 2 * len(OPS)), 0.5)
+    for op, m, expected in (
+        ("brightness", 1.0, np.clip(np.floor(x * 1.5 + 0.5), 0, 255)),
+        ("brightness", -0.5, np.floor(x * 0.75 + 0.5)),
+        ("posterize", 1.0, images & 0xF0),  # 8 - 4 bits kept
+        ("posterize", 0.5, images & 0xFC),
+        ("solarize", 1.0, np.where(images >= 128, 255 - images, images)),
+        ("solarize", 0.25, np.where(images >= 224, 255 - images, images)),
+    ):
+        strength = np.zeros((8, len(OPS)))
+        strength[:, OPS.index(op)] = m
+        out = run_ops(images, strength, u).astype(np.float64)
+        assert np.abs(out - expected).max() <= (1 if op == "brightness" else 0), (op, m)
+    strength = np.zeros((8, len(OPS)))
+    strength[:, OPS.index("cutout")] = 1.0  # a square of side 0.4 * 96 = 38 at the centre
+    out = run_ops(images, strength, u)
+    corners = images[:, [0, 0, -1, -1], [0, -1, 0, -1]].astype(np.float64).mean(axis=1)
+    box = out[:, 48 - 19 : 48 + 19, 48 - 19 : 48 + 19]
+    assert np.array_equal(box, np.broadcast_to(np.floor(corners + 0.5)[:, None, None], box.shape))
+    outside = np.ones((96, 96), bool)
+    outside[48 - 19 : 48 + 19, 48 - 19 : 48 + 19] = False
+    assert np.array_equal(out[:, outside], images[:, outside])
 
 
 @pytest.mark.parametrize("params", EVERYTHING, ids=str)

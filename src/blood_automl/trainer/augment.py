@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import tensorflow as tf
 
@@ -47,29 +48,45 @@ MAX_SHEAR = 0.3
 MAX_TRANSLATE = 0.2
 MAX_CUTOUT = 0.4
 
-# How it stays cheap on a CPU (uint8 batches in and out; no per-image Python or map_fn):
-# - Each op works only on the images that picked it: ``dynamic_partition`` splits the batch,
-#   ``dynamic_stitch`` puts it back. The colour ops an image picked (autocontrast, brightness,
-#   saturation, hue, contrast, in that order) are composed into one 3x3 matrix and offset per
-#   image and applied at once; then sharpness, posterize and solarize (the last two as uint8
-#   bit operations). Results are rounded to uint8 after each of these steps.
-# - Spatial ops (rotate, shear, translate, cutout), flips, 90-degree turns and CutMix are
-#   folded into one source-pixel index per output pixel and applied by one ``gather_nd``:
-#   nearest-neighbour sampling (torchvision's RandAugment default). Pixels that map outside
-#   the image are filled by reflection (the background of a smear continues past the border;
-#   a constant would add corners that real images never have). Flips, 90-degree turns and
-#   m = 0 map pixel centres onto pixel centres, so they are exact. Cutout paints with the
-#   image's background colour (the mean of its four corners).
+# How it stays cheap: a batch is one call. NumPy draws the random numbers (Philox, keyed by
+# the call's seed); everything else is compiled loops (Numba: no GIL, so ``tf.data``'s
+# parallel ``map`` runs batches side by side; compiled once per machine and cached on disk):
+# each image's parameters, then at most three passes over its pixels, each skipped where it
+# has nothing to do:
+# 1. pixel ops: the colour ops an image picked (autocontrast, brightness, saturation, hue,
+#    contrast, in that order) composed into one 3x3 matrix and offset (one gain and offset
+#    when neither saturation nor hue is picked), then sharpness, then posterize and solarize.
+#    Values are rounded to uint8 after the colour map and after sharpness, as PIL does.
+# 2. spatial ops: rotate, shear, translate, cutout, flips, 90-degree turns and CutMix folded
+#    into one source pixel per output pixel: nearest-neighbour sampling (torchvision's
+#    RandAugment default). Pixels that map outside the image are filled by reflection (the
+#    background of a smear continues past the border; a constant would add corners that real
+#    images never have). Flips, 90-degree turns and m = 0 map pixel centres onto pixel
+#    centres, so they are exact. Cutout paints with the image's background colour (the mean
+#    of its four corners).
+# 3. MixUp.
 # So the picked ops run in a fixed order (colour, sharpness, posterize, solarize, spatial),
 # not in the order they were picked.
 FILL_MODE = "reflect"
 
 _IDX = {name: i for i, name in enumerate(OPS)}
 _ROTATE, _SHEAR, _TRANSLATE, _CUTOUT = (_IDX[n] for n in ("rotate", "shear", "translate", "cutout"))
-_SPATIAL = [_ROTATE, _SHEAR, _TRANSLATE, _CUTOUT]
-_COLOUR = [_IDX[n] for n in ("autocontrast", "brightness", "saturation", "hue", "contrast")]
-_BITS = [_IDX["posterize"], _IDX["solarize"]]
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_AUTOCONTRAST, _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE, _SHARPNESS, _POSTERIZE, _SOLARIZE = (
+    _IDX[n]
+    for n in (
+        "autocontrast",
+        "brightness",
+        "contrast",
+        "saturation",
+        "hue",
+        "sharpness",
+        "posterize",
+        "solarize",
+    )
+)
+_N_OPS = len(OPS)
+_MIXES = ("none", "mixup", "cutmix")
+_LUMA = np.array([0.299, 0.587, 0.114])
 # Columns of each call's uniform draws (B, _N_DRAWS + 2 * len(OPS)): these, then a sign per op,
 # then the scores whose top ``randaugment_ops`` are the picked ops.
 _AXIS, _DIRECTION, _ROT90, _PERM = 0, 1, 4, 9
@@ -87,7 +104,13 @@ _COLOUR_BASIS = np.stack(
         np.full((3, 3), 1.0 / 3.0),
         np.outer(_LUMA, np.ones(3)),
     ]
-).astype(np.float32)
+)
+_DIHEDRAL_TURNS = np.array(
+    [[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]]], np.float64
+)
+# Compiled once per machine (some seconds) and cached on disk; the GIL is released while they
+# run. Kernels take C-contiguous arrays (``augment_batch`` makes sure of it).
+_jit = numba.njit(nogil=True, cache=True)
 
 
 @dataclass(frozen=True)
@@ -146,9 +169,9 @@ def make_augmenter(
     """Batch augmenter: (uint8 images (B,H,W,3), one-hot labels (B,C)) -> same shapes and dtypes.
 
     Use it in ``tf.data`` after ``.batch()`` (``ds.map(aug, num_parallel_calls=...)``) or
-    call it eagerly. Randomness is stateless (``tf.random.stateless_*``). The seed of a call
-    is (seed, a fingerprint of the batch's pixels), not a counter: a counter would be read in
-    a different order by a parallel ``map``, whereas this way a run repeats exactly however
+    call it eagerly; it is one ``tf.numpy_function`` op running ``augment_batch``. The seed
+    of a call is (seed, a hash of the batch's pixels), not a counter: a counter would be read
+    in a different order by a parallel ``map``, whereas this way a run repeats exactly however
     the batches are scheduled. The same batch therefore gets the same augmentation, so shuffle
     the data each epoch (the trainer does), or pass a per-call ``seed`` (a shape-(2,) integer
     tensor) as a third argument. Without a seed the base seed comes from the operating system.
@@ -182,352 +205,507 @@ class _Augmenter:
             raise ConfigError(
                 f"labels must be one-hot (B, {self.num_classes}), but got shape {labels.shape}"
             )
-        p = self.params
-        if p.is_identity:
+        if self.params.is_identity:
             return images, labels
+        hashed = seed is None  # then the second half of the seed is a hash of the pixels
         if seed is None:
-            digest = tf.fingerprint(tf.reshape(tf.fingerprint(images), [1, -1]))
-            seed = tf.stack(
-                [tf.constant(self.base_seed, tf.int64), tf.bitcast(digest, tf.int64)[0]]
-            )
-        seed = tf.cast(seed, tf.int64)
-        size = (int(shape[1]), int(shape[2]))
-        everyone = tf.range(tf.shape(images)[0])
-        n_all, n_ops = len(OPS), (p.randaugment_ops if p.randaugment_active else 0)
-        u = tf.random.stateless_uniform([tf.shape(everyone)[0], _N_DRAWS + 2 * n_all], seed)
-        x, strength = images, None
-        if n_ops:
-            picks = tf.math.top_k(u[:, _N_DRAWS + n_all :], n_ops).indices  # distinct ops
-            signs = tf.sign(u[:, _N_DRAWS : _N_DRAWS + n_all] - 0.5)
-            strength = tf.reduce_sum(tf.one_hot(picks, n_all), axis=1) * (
-                signs * p.randaugment_magnitude
-            )
-            x = _pixel_ops(x, strength, everyone)
-        out_labels = labels
-        if p.flip or p.rotate90 or p.mix == "cutmix":
-            geometry = _geometry(strength, u, p, size)
-            mix = None
-            if p.mix == "cutmix":
-                mix = _cutmix_boxes(u, p.mix_alpha, seed + tf.constant([0, 1], tf.int64), size)
-            x, pasted = _remap(x, geometry, mix, size)
-            if mix is not None:
-                y = tf.cast(labels, tf.float32)
-                y = y + pasted[:, None] * (tf.gather(y, mix[0]) - y)
-                out_labels = tf.cast(y, labels.dtype)
-        elif strength is not None:  # only the images that picked a spatial op need the gather
-            need = tf.reduce_any(tf.not_equal(tf.gather(strength, _SPATIAL, axis=1), 0.0), axis=1)
-            x = _on_subset(
-                x,
-                need,
-                everyone,
-                _geometry(strength, u, p, size),
-                lambda xs, gs: _remap(xs, gs, None, size)[0],
-            )
-        if p.mix == "mixup":
-            x, out_labels = _mixup(
-                x, labels, p.mix_alpha, u[:, _PERM], seed + tf.constant([0, 1], tf.int64)
-            )
+            seed = tf.constant([self.base_seed, 0], tf.int64)
+        x, y = tf.numpy_function(
+            self._run,
+            [images, labels, tf.cast(seed, tf.int64), tf.constant(hashed)],
+            [tf.uint8, labels.dtype],
+            stateful=False,  # a pure function of its inputs
+            name="augment_batch",
+        )
         x.set_shape(shape)
-        return x, out_labels
+        y.set_shape(labels.shape)
+        return x, y
+
+    def _run(
+        self, images: np.ndarray, labels: np.ndarray, seed: np.ndarray, hashed: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        salt = int(seed[1])
+        if hashed:
+            salt = int(_pixel_hash(np.ascontiguousarray(images).reshape(-1)))
+        return augment_batch(images, labels, self.params, (int(seed[0]), salt))
 
 
-# --- pixel ops: (uint8 images (n, H, W, 3), per-image parameters) -> uint8 images -----------
+def augment_batch(
+    images: np.ndarray, labels: np.ndarray, params: AugmentParams, seed: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one batch: uint8 images (B, H, W, 3) and one-hot labels (B, C), NumPy in and out.
 
-
-def _per_image(v: tf.Tensor) -> tf.Tensor:
-    return tf.reshape(v, [-1, 1, 1, 1])
-
-
-def _to_uint8(y: tf.Tensor) -> tf.Tensor:
-    """Clip to [0, 255] and truncate: the uint8 of y - 0.5 rounded half up.
-
-    The ops add 0.5 into their own offsets, so that integer input comes back exactly.
+    A pure function of its arguments: the same seed (two integers) gives the same result on
+    every run. The input arrays are never written to.
     """
-    return tf.cast(tf.clip_by_value(y, 0.0, 255.0), tf.uint8)
-
-
-def _on_subset(
-    x: tf.Tensor,
-    take: tf.Tensor,
-    everyone: tf.Tensor,
-    params: tf.Tensor,
-    fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
-) -> tf.Tensor:
-    """fn(images, params) on the images where ``take`` is true; the others pass through."""
-    part = tf.cast(take, tf.int32)
-    positions = tf.dynamic_partition(everyone, part, 2)
-    xs = tf.dynamic_partition(x, part, 2)
-    return tf.dynamic_stitch(
-        positions, [xs[0], fn(xs[1], tf.dynamic_partition(params, part, 2)[1])]
+    n, h, w = images.shape[:3]
+    labels_out = np.array(labels, copy=True)
+    if params.is_identity or n == 0:
+        return np.array(images, copy=True), labels_out
+    key = np.array(seed, dtype=np.int64).view(np.uint64)
+    rng = np.random.Generator(np.random.Philox(key=key))
+    u = rng.random((n, _N_DRAWS + len(OPS) * 2))
+    lam: np.ndarray = np.ones(n)
+    if params.mix != "none":
+        lam = np.asarray(rng.beta(params.mix_alpha, params.mix_alpha, n))
+    ops = params.randaugment_ops if params.randaugment_active else 0
+    # Every kernel sees an image as one flat row of H*W*3 values.
+    x = np.ascontiguousarray(images, dtype=np.uint8).reshape(n, h * w * 3)
+    out, perm, share = _augment(
+        x,
+        h,
+        w,
+        u,
+        lam,
+        ops,
+        params.randaugment_magnitude,
+        params.flip,
+        params.rotate90,
+        _MIXES.index(params.mix),
     )
+    y = labels_out.astype(np.float64)
+    y = (1.0 - share)[:, None] * y + share[:, None] * y[perm]
+    out = out.reshape(images.shape)
+    if np.shares_memory(out, images):
+        out = out.copy()
+    return out, y.astype(labels_out.dtype)
 
 
-def _pixel_ops(x: tf.Tensor, strength: tf.Tensor, everyone: tf.Tensor) -> tf.Tensor:
-    """The picked pixel ops, each on the images that picked it: colour, sharpness, bits."""
-    colour = tf.gather(strength, _COLOUR, axis=1)
-    picked = tf.cast(tf.not_equal(colour, 0.0), tf.int32)
-    # 0: no colour op, 1: only ops that scale all channels alike, 2: saturation or hue too
-    kind = tf.maximum(tf.reduce_max(picked, axis=1), 2 * tf.reduce_max(picked[:, 2:4], axis=1))
-    positions = tf.dynamic_partition(everyone, kind, 3)
-    xs = tf.dynamic_partition(x, kind, 3)
-    maps = tf.dynamic_partition(_colour_maps(x, colour), kind, 3)
-    scaled = _to_uint8(
-        tf.cast(xs[1], tf.float32) * _per_image(maps[1][:, 0]) + _per_image(maps[1][:, 9])
-    )
-    mixed = tf.einsum(
-        "bhwc,bcd->bhwd", tf.cast(xs[2], tf.float32), tf.reshape(maps[2][:, :9], [-1, 3, 3])
-    )
-    mixed = _to_uint8(mixed + _per_image(maps[2][:, 9]))
-    x = tf.dynamic_stitch(positions, [xs[0], scaled, mixed])
-    sharp = strength[:, _IDX["sharpness"]]
-    x = _on_subset(x, tf.not_equal(sharp, 0.0), everyone, sharp, _sharpness)
-    bits = tf.gather(strength, _BITS, axis=1)
-    return _on_subset(x, tf.reduce_any(tf.not_equal(bits, 0.0), axis=1), everyone, bits, _bits)
+@_jit
+def _augment(x, h, w, u, lam, ops, magnitude, flip, rotate90, mix):  # type: ignore[no-untyped-def]
+    """The whole batch: pixel ops, spatial ops (with CutMix), MixUp.
 
-
-def _colour_maps(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
-    """(n, 10): autocontrast, brightness, saturation, hue, contrast (columns of s) as one map.
-
-    y = x @ m + t per image, m flattened in columns 0-8 and t (+ 0.5) in column 9.
-    Saturation and hue keep grey grey, so the offset is the same for the three channels;
-    the map is applied once, so only the end result is clipped. At s = 0 it is exactly
-    m = I, t = 0.
+    Returns the images (x itself when nothing changed), each image's partner and the share
+    of the partner in its label (CutMix: the pasted area; MixUp: 1 - lambda).
     """
-    ac, bright, sat, hue, con = tf.unstack(s, num=5, axis=1)
-    # Autocontrast: blend with the stretch of [min, max] (over all channels) to [0, 255].
-    lo = tf.cast(tf.reduce_min(x, axis=[1, 2, 3]), tf.float32)
-    span = tf.cast(tf.reduce_max(x, axis=[1, 2, 3]), tf.float32) - lo
-    w = tf.abs(ac) * tf.cast(span > 0.0, tf.float32)  # a flat image stays as it is
-    stretch = 255.0 / tf.maximum(span, 1.0)
-    gain = (1.0 + w * (stretch - 1.0)) * (1.0 + MAX_BRIGHTNESS * bright)
-    shift = (w * lo * stretch) * (-1.0 - MAX_BRIGHTNESS * bright)  # -w lo stretch (1 + b)
+    n = x.shape[0]
+    strength = _strengths(u, ops, magnitude)
+    if ops > 0:
+        x = _pixel_stage(x, h, w, strength)
+    geometry = _geometry(strength, u, flip, rotate90, h, w)
+    perm = np.arange(n)
+    box = np.zeros((n, 4), np.int64)
+    share = np.zeros(n)
+    if mix != 0:
+        perm = np.argsort(u[:, _PERM], kind="mergesort")
+    if mix == 2:  # CutMix: the partner pastes a box of area 1 - lambda, lambda ~ Beta
+        for i in range(n):
+            ratio = math.sqrt(1.0 - lam[i])
+            side_h, side_w = round(ratio * h), round(ratio * w)
+            box[i] = _box(u[i, _MIX], u[i, _MIX + 1], side_h, side_w, h, w)
+            share[i] = (box[i, 1] - box[i, 0]) * (box[i, 3] - box[i, 2]) / (h * w)
+    if _moves(geometry, perm, box):
+        x = _remap_stage(x, h, w, geometry, perm, box, _fold(w, 1), _fold(h, w))
+    if mix == 1:
+        x = _mixup_stage(x, perm, lam)
+        share = 1.0 - lam
+    return x, perm, share
+
+
+@_jit
+def _strengths(u, ops, magnitude):  # type: ignore[no-untyped-def]
+    """(B, len(OPS)) signed strength of each op per image: magnitude where picked, else 0.
+
+    An image picks the ``ops`` ops of highest score (distinct ops); the sign is drawn per op.
+    """
+    n, n_all = u.shape[0], _N_OPS
+    strength = np.zeros((n, n_all))
+    for i in range(n):
+        order = np.argsort(-u[i, _N_DRAWS + n_all :], kind="mergesort")
+        for r in range(ops):
+            op = order[r]
+            strength[i, op] = -magnitude if u[i, _N_DRAWS + op] < 0.5 else magnitude
+    return strength
+
+
+@_jit
+def _pixel_hash(x):  # type: ignore[no-untyped-def]
+    """A 63-bit hash of a flat uint8 array, for seeding: each 8-byte word, xor its position,
+    is mixed and multiplied, the products summed (a loop that vectorizes), then finalised."""
+    words = x.size // 8
+    w = x[: 8 * words].view(np.uint64)
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    acc = np.uint64(x.size)
+    for k in range(words):
+        v = w[k] ^ np.uint64(k)
+        acc += (v ^ (v >> np.uint64(29))) * golden
+    for k in range(8 * words, x.size):
+        acc += (np.uint64(x[k]) + np.uint64(k)) * golden
+    z = acc + golden  # splitmix64's finaliser
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return np.int64((z ^ (z >> np.uint64(31))) >> np.uint64(1))
+
+
+# --- pixel ops ------------------------------------------------------------------------------
+
+# The kernels below index flat rows with plain loop counters and take shifted neighbours as
+# slices: an index such as k - row could be negative to Numba, and the check it then adds on
+# every access keeps the loop from being vectorized (about 10x slower here).
+
+
+@_jit
+def _pixel_stage(x, h, w, strength):  # type: ignore[no-untyped-def]
+    """The picked colour ops, sharpness, posterize and solarize of each image (a row of x).
+
+    Returns x itself when no image has any of them, else a new array.
+    """
+    n, size = x.shape
+    todo = np.zeros(n, np.bool_)
+    for i in range(n):
+        for op in range(1, 9):  # autocontrast .. solarize
+            todo[i] = todo[i] or strength[i, op] != 0.0
+    if not todo.any():
+        return x
+    out = np.empty_like(x)
+    coloured = np.empty(size, np.uint8)
+    planes = np.empty((6, size // 3), np.float32)
+    column = np.empty(size, np.int32)
+    for i in range(n):
+        xi, oi, s = x[i], out[i], strength[i]
+        if not todo[i]:
+            _copy(oi, xi)
+            continue
+        sharp = np.float32(MAX_SHARPNESS * s[_SHARPNESS])
+        # 1. colour, into oi (or into coloured, which sharpness reads)
+        target = coloured if sharp != 0.0 else oi
+        if s[_SATURATION] != 0.0 or s[_HUE] != 0.0:
+            _colour_matrix(xi, target, _colour_map(s, xi, h, w).astype(np.float32), planes)
+        elif s[_AUTOCONTRAST] != 0.0 or s[_BRIGHTNESS] != 0.0 or s[_CONTRAST] != 0.0:
+            m = _colour_map(s, xi, h, w)
+            _scale(xi, target, np.float32(m[0]), np.float32(m[9]))
+        else:
+            _copy(target, xi)
+        # 2. sharpness
+        if sharp != 0.0:
+            _sharpen(coloured, oi, column, 3 * w, sharp)
+        # 3. posterize, then solarize
+        _bits(oi, s[_POSTERIZE], s[_SOLARIZE])
+    return out
+
+
+@_jit
+def _colour_map(s, xi, h, w):  # type: ignore[no-untyped-def]
+    """(10,): autocontrast, brightness, saturation, hue, contrast (strengths in s) as one map.
+
+    y = x @ m + t per pixel, m (3x3, [input channel, output channel]) flattened in 0-8 and
+    t (+ 0.5, for rounding) in 9. Saturation and hue keep grey grey, so the offset is the same
+    for the three channels; the map is applied once, so only the end result is clipped. At
+    zero strengths it is exactly m = I, t = 0.5.
+    """
+    ac, bright, con = s[_AUTOCONTRAST], s[_BRIGHTNESS], s[_CONTRAST]
+    sat, hue = s[_SATURATION], s[_HUE]
+    # Autocontrast: blend with the stretch of the image's [least, greatest] value to [0, 255].
+    lo, hi = 0.0, 0.0
+    if ac != 0.0:
+        lo, hi = float(xi.min()), float(xi.max())
+    span = hi - lo
+    weight = abs(ac) if span > 0.0 else 0.0  # a flat image stays as it is
+    stretch = 255.0 / max(span, 1.0)
+    gain = (1.0 + weight * (stretch - 1.0)) * (1.0 + MAX_BRIGHTNESS * bright)
+    shift = (weight * lo * stretch) * (-1.0 - MAX_BRIGHTNESS * bright)  # -w lo stretch (1 + b)
     f = 1.0 + MAX_SATURATION * sat
     theta = (2.0 * math.pi * MAX_HUE_TURNS) * hue
-    cos = tf.cos(theta)
-    coef = tf.stack([f * cos, f * tf.sin(theta), f * (1.0 - cos), 1.0 - f], axis=1)
-    m = tf.reduce_sum(coef[:, :, None, None] * _COLOUR_BASIS, axis=1) * tf.reshape(gain, [-1, 1, 1])
-    # Contrast: (1 + c) y - c grey, grey = mean luma of y = x @ m + shift.
-    grey = tf.reduce_sum(_grid_mean(x)[:, :, None] * m * _LUMA, axis=[1, 2]) + shift
+    cos, sin = math.cos(theta), math.sin(theta)
+    coef = (f * cos, f * sin, f * (1.0 - cos), 1.0 - f)
+    m = np.zeros((3, 3))
+    for k in range(4):
+        m += coef[k] * _COLOUR_BASIS[k]
+    m *= gain
+    # Contrast: (1 + c) y - c grey, grey = mean luma of y = x @ m + shift over the image
+    # (the mean colour of an 8 x 8 grid of its pixels: a full mean costs more, for nothing).
+    grey = shift
+    if con != 0.0:
+        mean = np.zeros(3)
+        for gy in range(8):
+            for gx in range(8):
+                at = ((gy * h // 8 + h // 16) * w + gx * w // 8 + w // 16) * 3
+                for ch in range(3):
+                    mean[ch] += xi[at + ch] / 64.0
+        for ch in range(3):
+            for d in range(3):
+                grey += mean[ch] * m[ch, d] * _LUMA[d]
     c = MAX_CONTRAST * con
-    m = tf.reshape(m, [-1, 9]) * (1.0 + c)[:, None]
-    return tf.concat([m, ((1.0 + c) * shift - c * grey + 0.5)[:, None]], axis=1)
+    out = np.empty(10)
+    out[:9] = m.ravel() * (1.0 + c)
+    out[9] = (1.0 + c) * shift - c * grey + 0.5
+    return out
 
 
-def _grid_mean(x: tf.Tensor) -> tf.Tensor:
-    """(n, 3) mean colour of an 8 x 8 grid of each image's pixels (a full mean costs more)."""
-    h, w = int(x.shape[1]), int(x.shape[2])
-    grid = (np.arange(8) * h // 8 + h // 16)[:, None] * w + (np.arange(8) * w // 8 + w // 16)
-    pixels = tf.gather(tf.reshape(x, [-1, h * w, 3]), grid.reshape(-1), axis=1)
-    return tf.reduce_mean(tf.cast(pixels, tf.float32), axis=1)
+@_jit
+def _to_uint8(v):  # type: ignore[no-untyped-def]
+    """Clip to [0, 255] and truncate: the ops add 0.5 first, so this rounds half up."""
+    return np.uint8(min(max(v, 0.0), 255.0))
 
 
-def _sharpness(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
-    """Blend with PIL's SMOOTH filter ([[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13); borders kept.
-
-    The 3x3 sums are four ``roll``s (cheaper here than a convolution on a group of varying
-    size); the wrapped-around border rows and columns are then left unchanged, as PIL does.
-    """
-    xf = tf.cast(x, tf.float32)
-    col = xf + tf.roll(xf, 1, axis=1) + tf.roll(xf, -1, axis=1)
-    box = col + tf.roll(col, 1, axis=2) + tf.roll(col, -1, axis=2)
-    inside = np.zeros((int(x.shape[1]), int(x.shape[2]), 1), np.float32)
-    inside[1:-1, 1:-1] = 1.0 / 13.0
-    detail = (9.0 * xf - box) * inside  # x - smooth(x) inside, 0 on the border
-    return _to_uint8((xf + 0.5) + _per_image(MAX_SHARPNESS * s) * detail)
+@_jit
+def _copy(dst, src):  # type: ignore[no-untyped-def]
+    """dst[:] = src for uint8 rows whose length is a multiple of 8, eight bytes at a time."""
+    if dst.size % 8 == 0:
+        dst.view(np.uint64)[:] = src.view(np.uint64)
+    else:
+        dst[:] = src
 
 
-def _bits(x: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
-    """Posterize, then solarize (columns of s), as uint8 bit operations.
-
-    Posterize clears the low round(4 |s|) bits; solarize inverts (255 - x, an xor with 255)
-    the pixels at or above ceil(256 - 128 |s|). Either is the identity at s = 0.
-    """
-    post, sol = tf.unstack(tf.abs(s), num=2, axis=1)
-    drop = tf.cast(tf.round(MAX_POSTERIZE_BITS * post), tf.int32)
-    x = tf.bitwise.bitwise_and(
-        x, _per_image(tf.cast(256 - tf.bitwise.left_shift(1, drop), tf.uint8))
-    )
-    threshold = tf.math.ceil(256.0 - MAX_SOLARIZE * sol)
-    t = _per_image(tf.cast(tf.minimum(threshold, 255.0), tf.uint8))
-    flip = _per_image(tf.cast(threshold <= 255.0, tf.uint8) * 255)
-    return tf.bitwise.bitwise_xor(x, tf.cast(x >= t, tf.uint8) * flip)
+@_jit
+def _scale(xi, target, gain, offset):  # type: ignore[no-untyped-def]
+    """target = uint8(x gain + offset), clipped: a colour map that treats channels alike."""
+    lo, hi = np.float32(0.0), np.float32(255.0)
+    for k in range(xi.size):
+        target[k] = np.uint8(min(max(np.float32(xi[k]) * gain + offset, lo), hi))
 
 
-# --- spatial ops: one source index per output pixel -----------------------------------------
+@_jit
+def _bits(x, posterize, solarize):  # type: ignore[no-untyped-def]
+    """In place: posterize clears the low round(4 |p|) bits, then solarize inverts (255 - v)
+    the values at or above ceil(256 - 128 |s|). Either is the identity at strength 0."""
+    drop = round(MAX_POSTERIZE_BITS * abs(posterize))
+    threshold = math.ceil(256.0 - MAX_SOLARIZE * abs(solarize))
+    if drop == 0 and threshold > 255:
+        return
+    mask = np.int32(256 - (1 << drop))
+    for k in range(x.size):
+        v = np.int32(x[k]) & mask
+        x[k] = np.uint8(255 - v if v >= threshold else v)
 
 
-def _geometry(
-    strength: tf.Tensor | None, u: tf.Tensor, p: AugmentParams, size: tuple[int, int]
-) -> tf.Tensor:
+@_jit
+def _colour_matrix(xi, target, m, planes):  # type: ignore[no-untyped-def]
+    """target = uint8(x @ m[:9] as 3x3 + m[9]) per pixel, through float32 colour planes."""
+    pixels = xi.size // 3
+    r, g, b = planes[0], planes[1], planes[2]
+    for p in range(pixels):
+        r[p], g[p], b[p] = xi[3 * p], xi[3 * p + 1], xi[3 * p + 2]
+    lo, hi = np.float32(0.0), np.float32(255.0)
+    for d in range(3):
+        out = planes[3 + d]
+        m_r, m_g, m_b, t = m[d], m[3 + d], m[6 + d], m[9]
+        for p in range(pixels):
+            out[p] = min(max(r[p] * m_r + g[p] * m_g + b[p] * m_b + t, lo), hi)
+    for p in range(pixels):
+        target[3 * p] = np.uint8(planes[3, p])
+        target[3 * p + 1] = np.uint8(planes[4, p])
+        target[3 * p + 2] = np.uint8(planes[5, p])
+
+
+@_jit
+def _sharpen(c, out, column, row, s):  # type: ignore[no-untyped-def]
+    """Blend with PIL's SMOOTH filter ([[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13), factor s:
+    y = x + s (x - smooth(x)) = x + s (9 x - box3x3(x)) / 13; the border pixels are kept, as
+    PIL keeps them. c: the image (flat, rows of ``row`` values); out receives y."""
+    size = c.size
+    _copy(out, c)
+    m = size - 2 * row
+    above, middle, below, sums = c[:m], c[row : row + m], c[2 * row :], column[row : row + m]
+    for k in range(m):  # vertical sums of three
+        sums[k] = np.int32(above[k]) + np.int32(middle[k]) + np.int32(below[k])
+    half, nine, f = np.float32(0.5), np.float32(9.0), s / np.float32(13.0)
+    lo, hi = np.float32(0.0), np.float32(255.0)
+    inner = row - 6  # the values of a row but its first and last pixel
+    for k0 in range(row, size - row, row):
+        left, centre, right = (
+            column[k0 : k0 + inner],
+            column[k0 + 3 : k0 + 3 + inner],
+            column[k0 + 6 : k0 + 6 + inner],
+        )
+        v_in, v_out = c[k0 + 3 : k0 + 3 + inner], out[k0 + 3 : k0 + 3 + inner]
+        for k in range(inner):
+            box = np.float32(left[k] + centre[k] + right[k])
+            v = np.float32(v_in[k])
+            v_out[k] = np.uint8(min(max(v + half + f * (nine * v - box), lo), hi))
+
+
+# --- spatial ops: one source pixel per output pixel -----------------------------------------
+
+
+@_jit
+def _geometry(strength, u, flip, rotate90, h, w):  # type: ignore[no-untyped-def]
     """(B, 10) per image: the map from output to source pixel, and the cutout box.
 
     Columns a, b, c, d, e, f, y0, y1, x0, x1: source x = a X + b Y + e, y = c X + d Y + f
     for output pixel (X, Y), shifted by +0.5 for rounding. Rotation, shear and translation
     act about the image centre; flips and 90-degree turns have exact 0 / +-1 entries.
     """
-    h, w = size
-    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0], np.float32)
-    n = tf.shape(u)[0]
-    if strength is None:
-        lin = tf.tile(tf.constant([[[1.0, 0.0], [0.0, 1.0]]]), [n, 1, 1])
-        shift = tf.zeros([n, 2])
-        box = tf.zeros([n, 4])
-    else:
-        theta = strength[:, _ROTATE] * (MAX_ROTATE_DEGREES * math.pi / 180.0)
-        cos, sin = tf.cos(theta), tf.sin(theta)
-        shear = MAX_SHEAR * strength[:, _SHEAR]
-        sx = tf.where(u[:, _AXIS] < 0.5, shear, 0.0)
+    n = u.shape[0]
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    g = np.zeros((n, 10))
+    lin = np.empty((2, 2))
+    for i in range(n):
+        s = strength[i]
+        theta = s[_ROTATE] * (MAX_ROTATE_DEGREES * math.pi / 180.0)
+        cos, sin = math.cos(theta), math.sin(theta)
+        shear = MAX_SHEAR * s[_SHEAR]
+        sx = shear if u[i, _AXIS] < 0.5 else 0.0  # shear along x or along y
         sy = shear - sx  # rotation @ [[1, sx], [sy, 1]]:
-        lin = tf.reshape(
-            tf.stack([cos - sin * sy, cos * sx - sin, sin + cos * sy, sin * sx + cos], axis=1),
-            [-1, 2, 2],
-        )
-        phi = 2.0 * math.pi * u[:, _DIRECTION, None] - np.array([0.0, math.pi / 2], np.float32)
-        dist = (MAX_TRANSLATE * tf.abs(strength[:, _TRANSLATE]))[:, None]
-        shift = tf.cos(phi) * dist * np.array([w, h], np.float32)  # (dx, dy)
-        side = tf.round((MAX_CUTOUT * h) * tf.abs(strength[:, _CUTOUT]))[:, None]
-        box = _box(u[:, _CUT : _CUT + 2], side, side, size)
-    if p.rotate90 or p.flip:
-        k = (
-            tf.cast(tf.floor(u[:, _ROT90] * 4.0), tf.int32)
-            if p.rotate90
-            else tf.zeros([n], tf.int32)
-        )
-        turns = tf.gather(tf.constant(_DIHEDRAL_TURNS), k)  # (n, 2, 2)
-        if p.flip:  # flip the x and y rows
-            turns = turns * tf.where(u[:, _FLIP : _FLIP + 2, None] < 0.5, -1.0, 1.0)
-        lin = tf.reduce_sum(turns[:, :, :, None] * lin[:, None, :, :], axis=2)
-    offset = (centre + 0.5) + shift - tf.reduce_sum(lin * centre, axis=2)
-    return tf.concat([tf.reshape(lin, [-1, 4]), offset, box], axis=1)
+        lin[0, 0], lin[0, 1] = cos - sin * sy, cos * sx - sin
+        lin[1, 0], lin[1, 1] = sin + cos * sy, sin * sx + cos
+        phi = 2.0 * math.pi * u[i, _DIRECTION]
+        dist = MAX_TRANSLATE * abs(s[_TRANSLATE])
+        dx, dy = math.cos(phi) * dist * w, math.cos(phi - math.pi / 2) * dist * h
+        side = round((MAX_CUTOUT * h) * abs(s[_CUTOUT]))
+        g[i, 6:] = _box(u[i, _CUT], u[i, _CUT + 1], side, side, h, w)
+        if rotate90 or flip:
+            turn = _DIHEDRAL_TURNS[math.floor(u[i, _ROT90] * 4.0) if rotate90 else 0].copy()
+            if flip:  # flip the x and y rows
+                for r in range(2):
+                    if u[i, _FLIP + r] < 0.5:
+                        turn[r] = -turn[r]
+            lin = np.array(
+                [
+                    [
+                        turn[0, 0] * lin[0, 0] + turn[0, 1] * lin[1, 0],
+                        turn[0, 0] * lin[0, 1] + turn[0, 1] * lin[1, 1],
+                    ],
+                    [
+                        turn[1, 0] * lin[0, 0] + turn[1, 1] * lin[1, 0],
+                        turn[1, 0] * lin[0, 1] + turn[1, 1] * lin[1, 1],
+                    ],
+                ]
+            )
+        g[i, 0], g[i, 1], g[i, 2], g[i, 3] = lin[0, 0], lin[0, 1], lin[1, 0], lin[1, 1]
+        g[i, 4] = (cx + 0.5) + dx - (lin[0, 0] * cx + lin[0, 1] * cy)
+        g[i, 5] = (cy + 0.5) + dy - (lin[1, 0] * cx + lin[1, 1] * cy)
+    return g
 
 
-_DIHEDRAL_TURNS = np.array(
-    [[[1, 0], [0, 1]], [[0, -1], [1, 0]], [[-1, 0], [0, -1]], [[0, 1], [-1, 0]]], np.float32
-)
-
-
-def _box(
-    where: tf.Tensor, side_h: tf.Tensor, side_w: tf.Tensor, size: tuple[int, int]
-) -> tf.Tensor:
-    """(n, 4) boxes [y0, y1, x0, x1] of the given sides centred at where * (H, W), clipped."""
-    hw = np.array([size[0], size[1]], np.float32)
-    sides = tf.concat([side_h, side_w], axis=1)
-    start = tf.floor(where * hw) - tf.floor(sides / 2.0)
-    lo, hi = tf.clip_by_value(start, 0.0, hw), tf.clip_by_value(start + sides, 0.0, hw)
-    return tf.reshape(tf.stack([lo, hi], axis=2), [-1, 4])
-
-
-def _reflect(v: tf.Tensor, n: Any) -> tf.Tensor:
-    """Pixel index of coordinate v - 0.5 (half up) reflected into [0, n) about the edges.
-
-    One reflection each side is enough: the strongest rotate + shear + translate keeps
-    coordinates within (-n, 2n).
-    """
-    return tf.floor(tf.minimum(n - tf.abs(tf.abs(v) - n), n - 0.5))
-
-
-def _index_general(g: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Source indices (n, H, W) for any affine map: every step on (n, 2, H, W)."""
-    h, w = size
-    rows = tf.reshape(tf.gather(g, [0, 1, 4, 2, 3, 5, 6], axis=1), [-1, 7, 1, 1])
-    a_e = rows[:, 0:6:3] * np.arange(w, dtype=np.float32) + rows[:, 2:6:3]  # (n, 2, 1, W)
-    v = a_e + rows[:, 1:6:3] * np.arange(h, dtype=np.float32)[:, None]  # (n, 2, H, W): x, y
-    limits = np.array([w, h], np.float32)[:, None, None]
-    src = _reflect(v, limits) * np.array([1.0, w], np.float32)[:, None, None]
-    return tf.reduce_sum(src, axis=1) + rows[:, 6] * w
-
-
-def _index_separable(g: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Source indices for maps with b = c = 0 or a = d = 0 (no rotation but by 90, no shear).
-
-    Then each source coordinate depends on one output axis, and the index is a column part
-    plus a row part: every costly step runs on (n, 2, L), L = max(H, W).
-    """
-    h, w = size
-    span = np.arange(max(h, w), dtype=np.float32)
-    turned = tf.equal(g[:, :1], 0.0)  # odd 90-degree turn: source x from Y, source y from X
-    # Per image: [coefficient, offset] of the column part (from X) and of the row part (from Y).
-    straight = tf.gather(g, [0, 4, 3, 5], axis=1)  # x = a X + e, y = d Y + f
-    swapped = tf.gather(g, [2, 5, 1, 4], axis=1)  # y = c X + f, x = b Y + e
-    coef = tf.reshape(tf.where(turned, swapped, straight), [-1, 2, 2, 1])
-    limits = np.array([[w, h], [h, w]], np.float32)  # the source axis of each part
-    scales = np.array([[1.0, w], [w, 1.0]], np.float32)  # its weight in the flat index
-    pick = tf.cast(turned, tf.int32)[:, 0]
-    src = _reflect(coef[:, :, 0] * span + coef[:, :, 1], tf.gather(limits, pick)[:, :, None])
-    part = src * tf.gather(scales, pick)[:, :, None]
-    return (part[:, 1, :h] + g[:, 6:7] * w)[:, :, None] + part[:, 0, None, :w]
-
-
-def _in_box(box: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """(n, H, W) float 0/1: whether each pixel lies in its image's [y0, y1) x [x0, x1) box."""
-    span = np.arange(max(size), dtype=np.float32)
-    inside = tf.cast(
-        (span >= box[:, 0::2, None]) & (span < box[:, 1::2, None]), tf.float32
-    )  # (n, 2, L): rows, columns
-    return inside[:, 0, : size[0], None] * inside[:, 1, None, : size[1]]
-
-
-def _cutmix_boxes(
-    u: tf.Tensor, alpha: float, seed: tf.Tensor, size: tuple[int, int]
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Partner of each image and the box its partner pastes: area 1 - lambda, lambda ~ Beta."""
-    ratio = tf.sqrt(1.0 - _beta(alpha, tf.shape(u)[0], seed))[:, None]
-    box = _box(u[:, _MIX : _MIX + 2], tf.round(ratio * size[0]), tf.round(ratio * size[1]), size)
-    return tf.argsort(u[:, _PERM]), box
-
-
-def _remap(
-    x: tf.Tensor,
-    geometry: tf.Tensor,
-    mix: tuple[tf.Tensor, tf.Tensor] | None,
-    size: tuple[int, int],
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Apply ``_geometry`` (and CutMix) by one gather; return the images and pasted fractions."""
-    h, w = size
-    n = tf.shape(x)[0]
-    everyone = tf.range(n)
-    # first row of each image in the flat batch, exact in float32 up to 2**24 pixels
-    g = tf.concat([geometry[:, :6], tf.cast(everyone, tf.float32)[:, None] * h], axis=1)
-    zero = tf.cast(tf.equal(geometry[:, :4], 0.0), tf.float32)  # a, b, c, d == 0
-    part = tf.cast(tf.maximum(zero[:, 1] * zero[:, 2], zero[:, 0] * zero[:, 3]), tf.int32)
-    positions = tf.dynamic_partition(everyone, part, 2)
-    gs = tf.dynamic_partition(g, part, 2)
-    index = tf.dynamic_stitch(
-        positions, [_index_general(gs[0], size), _index_separable(gs[1], size)]
+@_jit
+def _box(where_y, where_x, side_h, side_w, h, w):  # type: ignore[no-untyped-def]
+    """[y0, y1, x0, x1]: a box of the given sides centred at (where_y H, where_x W), clipped."""
+    y = math.floor(where_y * h) - side_h // 2
+    x = math.floor(where_x * w) - side_w // 2
+    return np.array(
+        [
+            min(max(y, 0), h),
+            min(max(y + side_h, 0), h),
+            min(max(x, 0), w),
+            min(max(x + side_w, 0), w),
+        ]
     )
-    # Cutout: the box points at the image's background pixel, stored after all image pixels.
-    flat = tf.reshape(x, [-1, h * w, 3])
-    corners = tf.gather(flat, [0, w - 1, (h - 1) * w, h * w - 1], axis=1)
-    background = tf.reduce_mean(tf.cast(corners, tf.float32), axis=1)
-    background_index = tf.reshape(tf.cast(everyone + n * (h * w), tf.float32), [-1, 1, 1])
-    index = index + _in_box(geometry[:, 6:], size) * (background_index - index)
-    pasted = tf.zeros([n])
-    if mix is not None:
-        perm, box = mix
-        index = index + _in_box(box, size) * (tf.gather(index, perm) - index)
-        pasted = (box[:, 1] - box[:, 0]) * (box[:, 3] - box[:, 2]) / (h * w)
-    source = tf.concat([tf.reshape(flat, [-1, 3]), _to_uint8(background + 0.5)], axis=0)
-    # gather_nd is about 3x faster than gather for these 3-byte rows.
-    return tf.gather_nd(source, tf.cast(index, tf.int32)[..., None]), pasted
+
+
+@_jit
+def _moves(geometry, perm, box):  # type: ignore[no-untyped-def]
+    """Whether any pixel moves: a map other than the identity, a cutout or a pasted box."""
+    for i in range(geometry.shape[0]):
+        g = geometry[i]
+        if g[0] != 1.0 or g[1] != 0.0 or g[2] != 0.0 or g[3] != 1.0 or g[4] != 0.5 or g[5] != 0.5:
+            return True
+        if g[6] < g[7] and g[8] < g[9]:
+            return True
+        if perm[i] != i and box[i, 0] < box[i, 1] and box[i, 2] < box[i, 3]:
+            return True
+    return False
+
+
+@_jit
+def _fold(n, scale):  # type: ignore[no-untyped-def]
+    """scale * the pixel index of each integer coordinate -n .. 2n - 1 (pixel i spans [i, i + 1)),
+    reflected into [0, n) about the edges: d c b a | a b c d | d c b a. Unsigned: see above."""
+    fold = np.empty(3 * n, np.uint64)
+    for k in range(3 * n):
+        i = k - n
+        if i < 0:
+            i = -1 - i
+        elif i >= n:
+            i = 2 * n - 1 - i
+        fold[k] = scale * i
+    return fold
+
+
+@_jit
+def _reflect(v, fold, n):  # type: ignore[no-untyped-def]
+    """fold[floor(v) + n]: the (scaled) reflected pixel index of coordinate v. v + n > 0 here,
+    so truncation is floor: the strongest rotate + shear + translate keeps coordinates within
+    (-n, 2n) (within about (-0.5 n, 1.5 n)); beyond, the last entries repeat.
+    """
+    return fold[min(max(int(v + n), 0), 3 * n - 1)]
+
+
+@_jit
+def _remap_stage(x, h, w, geometry, perm, box, fold_x, fold_y):  # type: ignore[no-untyped-def]
+    """out[i] at (X, Y) = x[j] at the source of (X, Y) under j's map, where j = perm[i] inside
+    i's CutMix box and i elsewhere; j's cutout box takes j's background colour (the mean of
+    its four corners). x: (n, H*W*3) uint8; geometry as ``_geometry``; box (n, 4) int;
+    fold_x = ``_fold(w, 1)``, fold_y = ``_fold(h, w)``.
+    """
+    n = x.shape[0]
+    out = np.empty_like(x)
+    # The source of (X, Y) is x = a X + (b Y + e), y = c X + (d Y + f). With b = c = 0 or
+    # a = d = 0 (no rotation but by 90 degrees, no shear) each source coordinate depends on
+    # one output axis: a table per axis gives the same pixels for less work.
+    by_x = np.empty(w, np.uint64)
+    by_y = np.empty(h, np.uint64)
+    for i in range(n):
+        xi, oi = x[i].reshape((h * w, 3)), out[i].reshape((h * w, 3))
+        a, b, c, d, e, f = geometry[i, :6]
+        if a == 1.0 and b == 0.0 and c == 0.0 and d == 1.0 and e == 0.5 and f == 0.5:
+            _copy(out[i], x[i])
+        elif (b == 0.0 and c == 0.0) or (a == 0.0 and d == 0.0):
+            for xx in range(w):
+                by_x[xx] = (
+                    _reflect(a * xx + e, fold_x, w) if b == 0.0 else _reflect(c * xx + f, fold_y, h)
+                )
+            for yy in range(h):
+                by_y[yy] = (
+                    _reflect(d * yy + f, fold_y, h) if b == 0.0 else _reflect(b * yy + e, fold_x, w)
+                )
+            for yy in range(h):
+                base, o = by_y[yy], oi[yy * w : (yy + 1) * w]
+                for xx in range(w):
+                    src = base + by_x[xx]
+                    o[xx, 0], o[xx, 1], o[xx, 2] = xi[src, 0], xi[src, 1], xi[src, 2]
+        else:
+            for yy in range(h):
+                ex, fy, o = b * yy + e, d * yy + f, oi[yy * w : (yy + 1) * w]
+                for xx in range(w):
+                    src = _reflect(c * xx + fy, fold_y, h) + _reflect(a * xx + ex, fold_x, w)
+                    o[xx, 0], o[xx, 1], o[xx, 2] = xi[src, 0], xi[src, 1], xi[src, 2]
+        y0, y1, x0, x1 = (
+            int(geometry[i, 6]),
+            int(geometry[i, 7]),
+            int(geometry[i, 8]),
+            int(geometry[i, 9]),
+        )
+        if y0 < y1 and x0 < x1:  # cutout: the background colour of the source image
+            colour = np.empty(3, np.uint8)
+            for ch in range(3):
+                corners = (
+                    float(xi[0, ch])
+                    + float(xi[w - 1, ch])
+                    + float(xi[(h - 1) * w, ch])
+                    + float(xi[h * w - 1, ch])
+                )
+                colour[ch] = _to_uint8(corners / 4.0 + 0.5)
+            for yy in range(y0, y1):
+                oi[yy * w + x0 : yy * w + x1, :] = colour
+    pasted = False
+    for i in range(n):
+        pasted = pasted or (perm[i] != i and box[i, 0] < box[i, 1] and box[i, 2] < box[i, 3])
+    if not pasted:
+        return out
+    mixed = out.copy()  # CutMix: paste from the partners' results, before any pasting
+    row = 3 * w
+    for i in range(n):
+        j = perm[i]
+        for yy in range(box[i, 0], box[i, 1]):
+            start, stop = yy * row + 3 * box[i, 2], yy * row + 3 * box[i, 3]
+            mixed[i, start:stop] = out[j, start:stop]
+    return mixed
 
 
 # --- MixUp ----------------------------------------------------------------------------------
 
 
-def _beta(alpha: float, n: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Beta(alpha, alpha) samples as G1 / (G1 + G2)."""
-    g = tf.random.stateless_gamma([2, n], seed, alpha=alpha)
-    return g[0] / tf.maximum(g[0] + g[1], 1e-30)
-
-
-def _mixup(
-    x: tf.Tensor, labels: tf.Tensor, alpha: float, u_perm: tf.Tensor, seed: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Blend each image with a random partner from the batch; labels by the same weight."""
-    perm = tf.argsort(u_perm)
-    lam = _beta(alpha, tf.shape(x)[0], seed)
-    xf = tf.cast(x, tf.float32)
-    mixed = _to_uint8((xf + 0.5) + _per_image(1.0 - lam) * (tf.gather(xf, perm) - xf))
-    y = tf.cast(labels, tf.float32)
-    out = lam[:, None] * y + (1.0 - lam[:, None]) * tf.gather(y, perm)
-    return mixed, tf.cast(out, labels.dtype)
+@_jit
+def _mixup_stage(x, perm, lam):  # type: ignore[no-untyped-def]
+    """Blend each image (a row of x) with its partner perm[i]: lam x + (1 - lam) x[perm]."""
+    n, size = x.shape
+    out = np.empty_like(x)
+    half, lo, hi = np.float32(0.5), np.float32(0.0), np.float32(255.0)
+    for i in range(n):
+        xi, xj, oi = x[i], x[perm[i]], out[i]
+        other = np.float32(1.0 - lam[i])
+        for k in range(size):
+            v = np.float32(xi[k])
+            oi[k] = np.uint8(min(max(v + half + other * (np.float32(xj[k]) - v), lo), hi))
+    return out

@@ -74,28 +74,29 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """uint8 images + integer labels -> batches of (float32 images 0-255, one-hot[, sample weight]).
 
-    Training data is shuffled (seeded, reshuffled each epoch) and augmented on whole
-    batches in parallel with the model step; nothing else is.
+    Training data is shuffled (seeded, reshuffled each pass), repeated without end (fit it
+    with ``steps_per_epoch``: one iterator then serves every epoch of a ``fit``, with no
+    start-up cost per epoch) and augmented on whole batches in parallel with the model step;
+    nothing else is. Each batch goes through one ``map``.
     """
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(images), np.asarray(labels, np.int64)))
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(
-        lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    if augment is not None:
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        ds = ds.repeat()  # after batch: every pass is one epoch, partial last batch included
     class_w = None if weights is None else tf.constant(weights, tf.float32)
 
-    def finish(x: tf.Tensor, y: tf.Tensor) -> Any:
+    def prepare(x: tf.Tensor, y: tf.Tensor) -> Any:
+        y = tf.one_hot(y, num_classes, dtype=tf.float32)
+        if augment is not None:
+            x, y = augment(x, y)
         x = tf.cast(x, tf.float32)
         if class_w is None:
             return x, y
         return x, y, tf.reduce_sum(y * class_w, axis=-1)
 
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -266,6 +267,7 @@ def train(
             train_ds,
             epochs=first + n_epochs,
             initial_epoch=first,
+            steps_per_epoch=steps,  # the training dataset repeats without end
             callbacks=[monitor],
             shuffle=False,  # the dataset shuffles itself, seeded
             verbose=verbose,
