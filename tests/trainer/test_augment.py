@@ -290,3 +290,23 @@ def test_params_from_trial_config_and_validation() -> None:
         )
     with pytest.raises(ConfigError, match="one-hot"):
         make_augmenter(STRONGEST, 8)(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 5), np.float32))
+
+
+def test_remap_beyond_one_reflection_stays_inside_the_image() -> None:
+    """A map far wider than any op makes (x4 zoom out, shifted) is clamped, never read outside."""
+    images, _ = make_images(2, size=16, seed=3)
+    flat = np.ascontiguousarray(images).reshape(2, -1)
+    geometry = np.array([[4.0, 0.3, 0.0, 4.0, -40.0, 90.0, 0, 0, 0, 0]] * 2)
+    out = augment._remap_stage(
+        flat,
+        16,
+        16,
+        geometry,
+        np.arange(2),
+        np.zeros((2, 4), np.int64),
+        augment._fold(16, 1),
+        augment._fold(16, 16),
+    ).reshape(images.shape)
+    for original, moved in zip(images, out, strict=True):
+        pixels = {tuple(p) for p in original.reshape(-1, 3)}
+        assert all(tuple(p) in pixels for p in moved.reshape(-1, 3))

@@ -612,13 +612,17 @@ def _fold(n, scale):  # type: ignore[no-untyped-def]
     return fold
 
 
+_FRACTION = 16  # the source coordinates are fixed-point integers with 16 fractional bits
+
+
 @_jit
 def _reflect(v, fold, n):  # type: ignore[no-untyped-def]
-    """fold[floor(v) + n]: the (scaled) reflected pixel index of coordinate v. v + n > 0 here,
-    so truncation is floor: the strongest rotate + shear + translate keeps coordinates within
-    (-n, 2n) (within about (-0.5 n, 1.5 n)); beyond, the last entries repeat.
+    """fold[floor(v) + n] for a fixed-point coordinate v: its (scaled) reflected pixel index.
+
+    The strongest rotate + shear + translate keeps coordinates within (-n, 2n) (within about
+    (-0.5 n, 1.5 n)); beyond, the last entries repeat.
     """
-    return fold[min(max(int(v + n), 0), 3 * n - 1)]
+    return fold[min(max((v >> _FRACTION) + n, 0), 3 * n - 1)]
 
 
 @_jit
@@ -630,24 +634,30 @@ def _remap_stage(x, h, w, geometry, perm, box, fold_x, fold_y):  # type: ignore[
     """
     n = x.shape[0]
     out = np.empty_like(x)
-    # The source of (X, Y) is x = a X + (b Y + e), y = c X + (d Y + f). With b = c = 0 or
-    # a = d = 0 (no rotation but by 90 degrees, no shear) each source coordinate depends on
-    # one output axis: a table per axis gives the same pixels for less work.
+    # The source of (X, Y) is x = a X + b Y + e, y = c X + d Y + f in fixed point (exact
+    # integer arithmetic: the same pixels however it is evaluated; flips, 90-degree turns
+    # and the identity have exact coefficients). With b = c = 0 or a = d = 0 (no rotation but
+    # by 90 degrees, no shear) each source coordinate depends on one output axis: a table per
+    # axis. Otherwise, row by row, stepping X by adding a and c.
     by_x = np.empty(w, np.uint64)
     by_y = np.empty(h, np.uint64)
+    one = 1 << _FRACTION
+    coef = np.empty(6, np.int64)
     for i in range(n):
         xi, oi = x[i].reshape((h * w, 3)), out[i].reshape((h * w, 3))
-        a, b, c, d, e, f = geometry[i, :6]
-        if a == 1.0 and b == 0.0 and c == 0.0 and d == 1.0 and e == 0.5 and f == 0.5:
+        for k in range(6):
+            coef[k] = round(geometry[i, k] * one)
+        a, b, c, d, e, f = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5]
+        if a == one and b == 0 and c == 0 and d == one and e == one // 2 and f == one // 2:
             _copy(out[i], x[i])
-        elif (b == 0.0 and c == 0.0) or (a == 0.0 and d == 0.0):
+        elif (b == 0 and c == 0) or (a == 0 and d == 0):
             for xx in range(w):
                 by_x[xx] = (
-                    _reflect(a * xx + e, fold_x, w) if b == 0.0 else _reflect(c * xx + f, fold_y, h)
+                    _reflect(a * xx + e, fold_x, w) if b == 0 else _reflect(c * xx + f, fold_y, h)
                 )
             for yy in range(h):
                 by_y[yy] = (
-                    _reflect(d * yy + f, fold_y, h) if b == 0.0 else _reflect(b * yy + e, fold_x, w)
+                    _reflect(d * yy + f, fold_y, h) if b == 0 else _reflect(b * yy + e, fold_x, w)
                 )
             for yy in range(h):
                 base, o = by_y[yy], oi[yy * w : (yy + 1) * w]
@@ -655,11 +665,31 @@ def _remap_stage(x, h, w, geometry, perm, box, fold_x, fold_y):  # type: ignore[
                     src = base + by_x[xx]
                     o[xx, 0], o[xx, 1], o[xx, 2] = xi[src, 0], xi[src, 1], xi[src, 2]
         else:
+            # The map is affine, so its extremes are at the corners: when they stay within
+            # (-n, 2n), no pixel needs the clamp of _reflect.
+            inside = True
+            for cy in (0, h - 1):
+                for cx in (0, w - 1):
+                    sx = (a * cx + b * cy + e) >> _FRACTION
+                    sy = (c * cx + d * cy + f) >> _FRACTION
+                    inside = inside and -w <= sx < 2 * w and -h <= sy < 2 * h
             for yy in range(h):
-                ex, fy, o = b * yy + e, d * yy + f, oi[yy * w : (yy + 1) * w]
-                for xx in range(w):
-                    src = _reflect(c * xx + fy, fold_y, h) + _reflect(a * xx + ex, fold_x, w)
-                    o[xx, 0], o[xx, 1], o[xx, 2] = xi[src, 0], xi[src, 1], xi[src, 2]
+                sx, sy, o = b * yy + e, d * yy + f, oi[yy * w : (yy + 1) * w]
+                if inside:  # unsigned indices: no negative-index check
+                    for xx in range(w):
+                        src = (
+                            fold_y[np.uint64((sy >> _FRACTION) + h)]
+                            + fold_x[np.uint64((sx >> _FRACTION) + w)]
+                        )
+                        o[xx, 0], o[xx, 1], o[xx, 2] = xi[src, 0], xi[src, 1], xi[src, 2]
+                        sx += a
+                        sy += c
+                else:
+                    for xx in range(w):
+                        src = _reflect(sy, fold_y, h) + _reflect(sx, fold_x, w)
+                        o[xx, 0], o[xx, 1], o[xx, 2] = xi[src, 0], xi[src, 1], xi[src, 2]
+                        sx += a
+                        sy += c
         y0, y1, x0, x1 = (
             int(geometry[i, 6]),
             int(geometry[i, 7]),
