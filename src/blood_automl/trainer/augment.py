@@ -341,7 +341,7 @@ def _pixel_hash(x):  # type: ignore[no-untyped-def]
 
 # The kernels below index flat rows with plain loop counters and take shifted neighbours as
 # slices: an index such as k - row could be negative to Numba, and the check it then adds on
-# every access keeps the loop from being vectorized (about 10x slower here).
+# every access keeps the loop from being vectorized.
 
 
 @_jit
