@@ -239,9 +239,8 @@ def augment_batch(
     every run. The input arrays are never written to.
     """
     n, h, w = images.shape[:3]
-    labels_out = np.array(labels, copy=True)
     if params.is_identity or n == 0:
-        return np.array(images, copy=True), labels_out
+        return np.array(images, copy=True), np.array(labels, copy=True)
     key = np.array(seed, dtype=np.int64).view(np.uint64)
     rng = np.random.Generator(np.random.Philox(key=key))
     u = rng.random((n, _N_DRAWS + len(OPS) * 2))
@@ -263,12 +262,12 @@ def augment_batch(
         params.rotate90,
         _MIXES.index(params.mix),
     )
-    y = labels_out.astype(np.float64)
+    y = np.asarray(labels, np.float64)
     y = (1.0 - share)[:, None] * y + share[:, None] * y[perm]
     out = out.reshape(images.shape)
     if np.shares_memory(out, images):
         out = out.copy()
-    return out, y.astype(labels_out.dtype)
+    return out, y.astype(labels.dtype)
 
 
 @_jit
@@ -292,7 +291,7 @@ def _augment(x, h, w, u, lam, ops, magnitude, flip, rotate90, mix):  # type: ign
         for i in range(n):
             ratio = math.sqrt(1.0 - lam[i])
             side_h, side_w = round(ratio * h), round(ratio * w)
-            box[i] = _box(u[i, _MIX], u[i, _MIX + 1], side_h, side_w, h, w)
+            _box(box[i], u[i, _MIX], u[i, _MIX + 1], side_h, side_w, h, w)
             share[i] = (box[i, 1] - box[i, 0]) * (box[i, 3] - box[i, 2]) / (h * w)
     if _moves(geometry, perm, box):
         x = _remap_stage(x, h, w, geometry, perm, box, _fold(w, 1), _fold(h, w))
@@ -543,7 +542,7 @@ def _geometry(strength, u, flip, rotate90, h, w):  # type: ignore[no-untyped-def
         dist = MAX_TRANSLATE * abs(s[_TRANSLATE])
         dx, dy = math.cos(phi) * dist * w, math.cos(phi - math.pi / 2) * dist * h
         side = round((MAX_CUTOUT * h) * abs(s[_CUTOUT]))
-        g[i, 6:] = _box(u[i, _CUT], u[i, _CUT + 1], side, side, h, w)
+        _box(g[i, 6:], u[i, _CUT], u[i, _CUT + 1], side, side, h, w)
         if rotate90 or flip:
             turn = _DIHEDRAL_TURNS[math.floor(u[i, _ROT90] * 4.0) if rotate90 else 0].copy()
             if flip:  # flip the x and y rows
@@ -569,18 +568,13 @@ def _geometry(strength, u, flip, rotate90, h, w):  # type: ignore[no-untyped-def
 
 
 @_jit
-def _box(where_y, where_x, side_h, side_w, h, w):  # type: ignore[no-untyped-def]
-    """[y0, y1, x0, x1]: a box of the given sides centred at (where_y H, where_x W), clipped."""
+def _box(out, where_y, where_x, side_h, side_w, h, w):  # type: ignore[no-untyped-def]
+    """out[:] = [y0, y1, x0, x1]: a box of the given sides centred at (where_y H, where_x W),
+    clipped to the image."""
     y = math.floor(where_y * h) - side_h // 2
     x = math.floor(where_x * w) - side_w // 2
-    return np.array(
-        [
-            min(max(y, 0), h),
-            min(max(y + side_h, 0), h),
-            min(max(x, 0), w),
-            min(max(x + side_w, 0), w),
-        ]
-    )
+    out[0], out[1] = min(max(y, 0), h), min(max(y + side_h, 0), h)
+    out[2], out[3] = min(max(x, 0), w), min(max(x + side_w, 0), w)
 
 
 @_jit
