@@ -140,7 +140,7 @@ def check_output_dir(
         )
     if found != kind:
         raise ConfigError(
-            f"{shown} holds a blood-automl {found}, not a {kind}, so it is not replaced; "
+            f"{shown} holds a blood-automl {found}, not {_a(kind)}, so it is not replaced; "
             f"choose another {option}"
         )
     if not overwrite:
@@ -169,6 +169,10 @@ def read_marker(folder: Path) -> str | None:
             return None
         found.append(kind)
     return found[0] if len(found) == 1 else None
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _check_not_special_root(path: Path, shown: str, fix: str) -> None:

@@ -94,7 +94,7 @@ def _value(value: Any) -> str:
 
 def _table(header: Sequence[str], body: Sequence[Sequence[Any]], numeric: set[int]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    lines = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
+    lines = [f"<table><thead><tr>{head}</tr></thead><tbody>" if header else "<table><tbody>"]
     for row in body:
         cells = "".join(
             f'<td class="num">{_e(_value(c))}</td>' if i in numeric else f"<td>{_e(_value(c))}</td>"
@@ -113,7 +113,7 @@ def _summary_table(summary: dict[str, Any]) -> str:
         ("objective", f"{summary.get('objective')} ({summary.get('direction')})"),
         ("trials", shown),
     ]
-    return _table(("", ""), body, set())
+    return _table((), body, set())
 
 
 def _best_table(best: dict[str, Any]) -> str:
@@ -133,7 +133,7 @@ def _best_table(best: dict[str, Any]) -> str:
             for k, v in sorted(metrics.items())
             if isinstance(v, int | float | str)
         ]
-    return _table(("", ""), body, set())
+    return _table((), body, set())
 
 
 def _compact(value: Any) -> Any:
