@@ -223,3 +223,32 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path: Path) -> None:
 )
 def test_csv_cells_that_start_like_formulas_are_quoted(cell: Any, written: Any) -> None:
     assert csv_cell(cell) == written
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from blood_automl.outputs import write_dir
+
+def fill(folder):
+    (folder / "model.keras").write_text("half")
+    print("filling", flush=True)
+    if sys.argv[2] == "hang":
+        time.sleep(600)
+
+write_dir(Path(sys.argv[1]), "export", fill, overwrite=True)
+"""
+
+
+def test_a_run_killed_mid_export_leaves_nothing_after_the_next_run(tmp_path: Path) -> None:
+    out = tmp_path / "exports" / "study"
+    killed = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(out), "hang"], stdout=subprocess.PIPE, text=True
+    )
+    assert killed.stdout is not None and killed.stdout.readline().strip() == "filling"
+    killed.kill()
+    killed.wait()
+    assert len(_temporaries(out.parent)) == 1 and not out.exists()  # what the kill left
+    subprocess.run([sys.executable, "-c", _WRITER, str(out), "finish"], check=True, timeout=60)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["study"]
+    assert (out / ".blood-automl-export").is_file()

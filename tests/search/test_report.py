@@ -260,3 +260,20 @@ def test_report_folder_is_marked_readable_and_a_foreign_marker_is_refused(
     with pytest.raises(ConfigError, match=r"holds a blood-automl export, not a report"):
         write_report(url, "rep", export, overwrite=True)
     assert (export / "model.keras").read_text() == "a model"
+
+
+def test_storage_password_is_masked_in_summary_and_page(
+    made: tuple[str, Path], tmp_path: Path
+) -> None:
+    from blood_automl.search.report import _summary
+    from blood_automl.search.report_html import render_index
+    from blood_automl.studies import study_counts, summarize
+
+    url, _ = made
+    study = optuna.load_study(study_name="rep", storage=url)
+    rows = summarize(study, 2)
+    server = "postgresql://alice:s3cr3t-pw@db.example/studies"
+    summary = _summary(study, server, study_counts(study), rows, None, [])
+    page = render_index(tmp_path, summary, rows)
+    assert "alice" in summary["storage"] and "db.example" in summary["storage"]
+    assert "s3cr3t-pw" not in json.dumps(summary) and "s3cr3t-pw" not in page
