@@ -412,7 +412,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 
 def _temp_name(path: Path) -> Path:
-    return path.parent / f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    name = path.name[:100]  # the whole name stays within the 255 bytes a file name may have
+    return path.parent / f"{TEMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
 
 
 def _temp_pid(name: str) -> int | None:
