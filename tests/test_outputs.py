@@ -17,6 +17,7 @@ import pytest
 from blood_automl import __version__
 from blood_automl.errors import ConfigError
 from blood_automl.outputs import (
+    HOST_TAG,
     TEMP_PREFIX,
     check_output_dir,
     check_output_file,
@@ -169,6 +170,11 @@ def test_file_targets_only_replace_regular_files_with_overwrite(tmp_path: Path) 
         with pytest.raises(ConfigError, match=message):
             write_file(target, write, overwrite=True)  # returns at once: nothing is opened
     assert fifo.is_fifo() and link.is_symlink() and Path("/dev/null").is_char_device()
+    thesis = tmp_path / "thesis.tex"
+    thesis.write_text("years of work")
+    with pytest.raises(ConfigError, match=r"is not a .csv file, so it is never replaced"):
+        write_file(thesis, write, overwrite=True)
+    assert thesis.read_text() == "years of work"
     with pytest.raises(ConfigError, match="is the input"):
         check_output_file(out, overwrite=True, inputs=[tmp_path / "sub" / "p.csv"])
 
@@ -184,25 +190,29 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path: Path) -> None:
-    dead, alive = _dead_pid(), os.getppid()
-    old = time.time() - 3600
+    dead, alive = f"{HOST_TAG}-{_dead_pid()}", f"{HOST_TAG}-{os.getppid()}"
+    other = "0" * len(HOST_TAG)  # another machine sharing the folder
+    hour_ago, two_days_ago = time.time() - 3600, time.time() - 2 * 86_400
     stale_dir = tmp_path / f"{TEMP_PREFIX}exp.{dead}.0123abcd"
     stale_file = tmp_path / f"{TEMP_PREFIX}p.csv.{dead}.89abcdef"
     running = tmp_path / f"{TEMP_PREFIX}exp.{alive}.01234567"
     foreign = tmp_path / ".exp.k2j3h4"  # a hidden folder of the user: not ours by name
-    for folder in (stale_dir, running, foreign):
+    other_recent = tmp_path / f"{TEMP_PREFIX}exp.{other}-1.aaaaaaaa"  # may still be writing
+    other_old = tmp_path / f"{TEMP_PREFIX}exp.{other}-1.bbbbbbbb"
+    for folder in (stale_dir, running, foreign, other_recent, other_old):
         folder.mkdir()
         (folder / "model.keras").write_text("half")
     stale_file.write_text("half")
-    for path in (stale_dir, stale_file, running, foreign):
-        os.utime(path, (old, old))
+    for path in (stale_dir, stale_file, running, foreign, other_recent):
+        os.utime(path, (hour_ago, hour_ago))
+    os.utime(other_old, (two_days_ago, two_days_ago))
     fresh = tmp_path / f"{TEMP_PREFIX}exp.{dead}.fedcba98"  # newer than this process
     fresh.mkdir()
 
     write_dir(tmp_path / "exp", "export", _fill("x"), overwrite=False)
-    left = sorted(p.name for p in tmp_path.iterdir())
-    assert stale_dir.name not in left and stale_file.name not in left
-    assert {running.name, foreign.name, fresh.name, "exp"} == set(left)
+    left = {p.name for p in tmp_path.iterdir()}
+    kept = {running.name, foreign.name, fresh.name, other_recent.name, "exp"}
+    assert left == kept  # stale_dir, stale_file and other_old are gone
     assert remove_stale_temporaries(tmp_path) == []
 
 

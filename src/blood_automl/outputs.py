@@ -11,9 +11,10 @@ prediction CSV, a contact sheet) goes through this module, with these rules:
   made for the same kind of output: it holds a marker file ``.blood-automl-<kind>`` (a small
   JSON with the kind and version). Any other folder is never replaced. The working directory,
   a parent of it and protected paths (a study's folder, its storage) are refused;
-* output is written into a temporary sibling named ``.blood-automl-tmp.<name>.<pid>.<hex>``
-  and renamed into place when complete; temporaries left by a killed earlier run (older than
-  this process, their process gone) are removed on the next write into the same folder;
+* output is written into a temporary sibling named
+  ``.blood-automl-tmp.<name>.<host>-<pid>.<hex>`` and renamed into place when complete;
+  temporaries left by a killed earlier run (older than this process, their process gone)
+  are removed on the next write into the same folder;
 * folders get mode 0755 and files 0644, whatever the umask, so others can read them.
 
 Nothing here imports TensorFlow.
@@ -22,10 +23,12 @@ Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,12 +41,15 @@ from blood_automl.errors import ConfigError
 MARKER_PREFIX = ".blood-automl-"
 """A folder of ours holds ``.blood-automl-<kind>``, e.g. ``.blood-automl-export``."""
 TEMP_PREFIX = ".blood-automl-tmp."
-"""Temporaries beside a target: ``.blood-automl-tmp.<target name>.<pid>.<random hex>``."""
+"""Temporaries beside a target: ``.blood-automl-tmp.<target name>.<host>-<pid>.<random hex>``."""
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+"""This machine in temporaries' names: a process id means something only on its own machine."""
 KINDS = ("export", "report")
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 _FORBIDDEN_ROOTS = (Path("/proc"), Path("/sys"))
 _MARKER_MAX_BYTES = 4096
+_OTHER_HOST_STALE_S = 86_400
 _STARTED = time.time()
 """When this process imported the module: temporaries older than this may be stale."""
 
@@ -61,9 +67,11 @@ def check_output_file(
 ) -> Path:
     """Refuse a file target that must not be written; return it as a Path.
 
-    Allowed: a path that does not exist (in a folder that exists or can be made), or an
-    existing regular file when ``overwrite``. ``inputs`` are files the command reads; the
-    target may not be one of them. Raises :class:`ConfigError` (one line) otherwise.
+    Allowed: a path that does not exist (in a folder that exists or can be made), or with
+    ``overwrite`` an existing regular file of the output's type (its suffix is that of
+    ``example``: a ``thesis.tex`` or a ``studies.db`` is never replaced by a CSV). ``inputs``
+    are files the command reads; the target may not be one of them. Raises
+    :class:`ConfigError` (one line) otherwise.
     """
     path = Path(target)
     shown = f"{option} {target}"
@@ -88,6 +96,12 @@ def check_output_file(
                 f"{shown} is the input {given} itself, which would be replaced by the output; "
                 f"choose another {option}"
             )
+    wanted = Path(example).suffix
+    if path.suffix.lower() != wanted:
+        raise ConfigError(
+            f"{shown} exists and is not a {wanted} file, so it is never replaced by this "
+            f"output, --overwrite or not; choose another {option} (e.g. {example})"
+        )
     if not overwrite:
         raise ConfigError(
             f"{target} exists; pass --overwrite to replace it or choose another {option}"
@@ -388,8 +402,9 @@ def set_modes(folder: Path) -> None:
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove our temporaries in ``folder`` left by processes that are gone; return them.
 
-    A temporary is ours by its name (``.blood-automl-tmp.<name>.<pid>.<hex>``); it is stale
-    when it is older than this process and the process that made it no longer runs.
+    A temporary is ours by its name (``.blood-automl-tmp.<name>.<host>-<pid>.<hex>``). One of
+    this machine is stale when it is older than this process and its process no longer runs;
+    one of another machine sharing the folder, when it is older than a day.
     """
     removed: list[Path] = []
     try:
@@ -397,32 +412,44 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        pid = _temp_pid(entry.name)
-        if pid is None or pid == os.getpid() or _alive(pid):
+        maker = _temp_maker(entry.name)
+        if maker is None:
             continue
         try:
             info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if info.st_mtime >= _STARTED or stat.S_ISLNK(info.st_mode):
+        if stat.S_ISLNK(info.st_mode) or not _stale(maker, info.st_mtime):
             continue
         _remove(Path(entry.path))
         removed.append(Path(entry.path))
     return removed
 
 
+def _stale(maker: tuple[str, int], mtime: float) -> bool:
+    host, pid = maker
+    if host != HOST_TAG:
+        return mtime < time.time() - _OTHER_HOST_STALE_S
+    return mtime < _STARTED and pid != os.getpid() and not _alive(pid)
+
+
 def _temp_name(path: Path) -> Path:
     name = path.name[:100]  # the whole name stays within the 255 bytes a file name may have
-    return path.parent / f"{TEMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+    maker = f"{HOST_TAG}-{os.getpid()}"
+    return path.parent / f"{TEMP_PREFIX}{name}.{maker}.{secrets.token_hex(4)}"
 
 
-def _temp_pid(name: str) -> int | None:
+def _temp_maker(name: str) -> tuple[str, int] | None:
+    """(host tag, pid) of one of our temporaries, or None for any other name."""
     if not name.startswith(TEMP_PREFIX):
         return None
     parts = name[len(TEMP_PREFIX) :].rsplit(".", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or len(parts[2]) != 8:
+    if len(parts) != 3 or len(parts[2]) != 8:
         return None
-    return int(parts[1])
+    host, _, pid = parts[1].partition("-")
+    if len(host) != len(HOST_TAG) or not pid.isdigit():
+        return None
+    return host, int(pid)
 
 
 def _alive(pid: int) -> bool:

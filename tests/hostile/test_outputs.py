@@ -155,6 +155,16 @@ def predict_out_is_its_input(ctx: Ctx) -> list[str]:
     return ["predict", ctx.export("good"), ctx.good_npz(), "--out", "data.npz", "--overwrite"]
 
 
+def predict_out_study_store_overwrite(ctx: Ctx) -> list[str]:
+    ctx.store("kept")
+    return _predict(ctx, "store/studies.db", "--overwrite")
+
+
+def sheet_over_thesis_overwrite(ctx: Ctx) -> list[str]:
+    _thesis(ctx)
+    return _sheet(ctx, "mydocs/thesis.tex", "--overwrite")
+
+
 def sheet_into_folder(ctx: Ctx) -> list[str]:
     ctx.text("sheets/old.png", "not a png\n")
     return _sheet(ctx, "sheets")
@@ -240,6 +250,18 @@ CASES = [
     ),
     Case("predict-out-under-proc", predict_out_under_proc, "lies under /proc", FILE_FIX),
     Case("predict-out-is-input", predict_out_is_its_input, "is the input", "choose another --out"),
+    Case(
+        "predict-out-store-overwrite",
+        predict_out_study_store_overwrite,
+        "store/studies.db exists and is not a .csv file",
+        "choose another --out (e.g. predictions.csv)",
+    ),
+    Case(
+        "sheet-over-thesis-overwrite",
+        sheet_over_thesis_overwrite,
+        "is not a .png file",
+        "choose another --sheet (e.g. removed.png)",
+    ),
     Case("sheet-into-folder", sheet_into_folder, "is a folder, not a file", "removed.png"),
     Case("sheet-under-proc", sheet_under_proc, "lies under /proc", "removed.png"),
     Case(
