@@ -132,10 +132,12 @@ def write_report(
 
 def study_paths(storage_url: str | None, study: str) -> list[Path]:
     """What an output folder may not lie in or contain: the study's folder and SQLite file."""
-    paths = [artifact_dir(storage_url, study).parent]
     text = DEFAULT_STORAGE if storage_url is None else storage_url.strip()
-    parsed = parse_url(text) if text else None
-    database = sqlite_file(parsed) if parsed is not None and is_sqlite(parsed) else None
+    if not text:
+        return []  # opening the storage says what is wrong with an empty URL
+    paths = [artifact_dir(text, study).parent]
+    parsed = parse_url(text)
+    database = sqlite_file(parsed) if is_sqlite(parsed) else None
     if database is not None:
         paths.append(database)
     return paths
