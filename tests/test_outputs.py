@@ -58,7 +58,7 @@ def test_folder_is_written_with_marker_and_readable_modes(tmp_path: Path) -> Non
     assert (out / "a.txt").read_text() == "one"
     marker = json.loads((out / ".blood-automl-export").read_text())
     assert marker["kind"] == "export" and marker["version"] == __version__
-    for path in [out, out / "sub"]:
+    for path in [out, out / "sub", tmp_path / "deep"]:  # a folder made above it too
         assert path.stat().st_mode & 0o777 == 0o755
     for path in [out / "a.txt", out / "sub" / "b.bin", out / ".blood-automl-export"]:
         assert path.stat().st_mode & 0o777 == 0o644

@@ -465,8 +465,12 @@ def _alive(pid: int) -> bool:
 
 
 def _make_parent(path: Path) -> Path:
+    """Create the missing folders above ``path`` with mode 0755 (whatever the umask)."""
     parent = Path(os.path.abspath(path)).parent
-    parent.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in [parent, *parent.parents] if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(folder, DIR_MODE)
     return parent
 
 
