@@ -75,10 +75,15 @@ def inspect_data_command(
         Path | None,
         typer.Option(
             "--sheet",
-            help="Write a PNG contact sheet of the removed images, grouped by reason.",
+            help="Write a PNG contact sheet of the removed images, grouped by reason, to this "
+            "file (a new file, or an existing regular file with --overwrite).",
             show_default=False,
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace an existing --sheet file (a regular file only)."),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of tables.")
     ] = False,
@@ -92,10 +97,13 @@ def inspect_data_command(
     Example:  blood-automl inspect-data training_set.npz --sheet removed.png
     """
     from blood_automl.data import inspect_data, print_report, write_contact_sheet
+    from blood_automl.data.report import check_contact_sheet
 
+    if sheet is not None:
+        check_contact_sheet(sheet, overwrite=overwrite)
     report = inspect_data(data, image_size=image_size, clean=not no_clean, convert=convert)
     if sheet is not None:
-        write_contact_sheet(report, sheet)
+        write_contact_sheet(report, sheet, overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps(report.to_json()))
     else:
@@ -244,10 +252,18 @@ def refit_best_command(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Export folder. Default: exports/<study>.", show_default=False),
+        typer.Option(
+            "--out",
+            help="Export folder: a new or empty folder. Default: exports/<study>.",
+            show_default=False,
+        ),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing export folder.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an earlier export of blood-automl there (never any other folder).",
+        ),
     ] = False,
 ) -> None:
     """Retrain the best trial on train + validation, test it once, and export it.
@@ -313,10 +329,19 @@ def report_command(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Report folder. Default: reports/<study>.", show_default=False),
+        typer.Option(
+            "--out",
+            help="Report folder (index.html and the files beside it): a new or empty folder. "
+            "Default: reports/<study>.",
+            show_default=False,
+        ),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an earlier report in that folder.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an earlier report of blood-automl there (never any other folder).",
+        ),
     ] = False,
     top: Annotated[int, typer.Option("--top", help="How many trials the tables list.")] = 10,
 ) -> None:
@@ -349,9 +374,12 @@ def predict_command(
             show_default=False,
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="CSV to write.")] = Path("predictions.csv"),
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write (a new file).")] = Path(
+        "predictions.csv"
+    ),
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing CSV.")
+        bool,
+        typer.Option("--overwrite", help="Replace an existing CSV (a regular file only)."),
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 256,
     resize: Annotated[

@@ -417,10 +417,10 @@ CASES = [
     ),
     Case("refit-unknown-trial", refit_unknown_trial, "has no trial 7", "give a trial number"),
     Case("report-no-completed", report_no_completed_trial, "nothing to report", "let blood-automl"),
-    Case("report-out-exists", report_out_exists, "exists and is not empty", "pass --overwrite"),
+    Case("report-out-exists", report_out_exists, "did not make it", "choose another --out"),
     Case("report-bad-study-name", report_bad_study_name, "is not allowed", "use 1-128 letters"),
     Case("data-fingerprint-differs", fingerprint_mismatch, "different data", "new --study"),
-    Case("refit-out-exists", refit_out_exists, "already exists", "pass --overwrite"),
+    Case("refit-out-exists", refit_out_exists, "already exists", "choose another --out"),
     # exported models for predict
     Case("predict-model-not-keras", predict_model_not_keras, "is not a Keras model", "refit-best"),
     Case(

@@ -255,3 +255,36 @@ def test_bad_data_is_a_one_line_data_error(export: Path, tmp_path: Path) -> None
     with pytest.raises(DataError, match=r"grayscale .*g.png.*--convert"):
         predict_images(export, gray, out=tmp_path / "p.csv")
     assert len(predict_images(export, gray, out=tmp_path / "p.csv", convert=True)) == 1
+
+
+FORMULAS = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx.png", "\rx.png"]
+
+
+def test_file_names_that_look_like_formulas_are_quoted(export: Path, tmp_path: Path) -> None:
+    names = np.array([*FORMULAS, "plain.png", "a=b.png"])
+    np.savez(tmp_path / "d.npz", images=_images([RED] * len(names)), filenames=names)
+    out = tmp_path / "p.csv"
+    predict_images(export, tmp_path / "d.npz", out=out)
+    sources = [r["source"] for r in _rows(out)]
+    assert sources == [f"'{n}" for n in FORMULAS] + ["plain.png", "a=b.png"]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(_images([BLUE])[0]).save(folder / "=1+1.png")
+    Image.fromarray(_images([BLUE])[0]).save(folder / "@cmd.png")
+    predict_images(export, folder, out=tmp_path / "f.csv")
+    assert sorted(r["source"] for r in _rows(tmp_path / "f.csv")) == ["'=1+1.png", "'@cmd.png"]
+    assert (tmp_path / "f.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_class_names_that_look_like_formulas_are_quoted(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    _tiny_model(folder / "model.keras")
+    names = ["=evil", *PBC_CLASS_NAMES[1:]]
+    (folder / "config.json").write_text(json.dumps({"class_names": names, "image_size": 96}))
+    np.savez(tmp_path / "d.npz", images=_images([RED]), labels=np.array([0]))
+    predict_images(folder, tmp_path / "d.npz", out=tmp_path / "p.csv")
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
+        header, row = list(csv.reader(f))
+    assert "p_=evil" in header  # the header cell starts with "p_": not a formula
+    assert row[2:4] == ["'=evil", "'=evil"]  # true and predicted

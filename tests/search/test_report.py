@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -119,7 +121,7 @@ def test_report_writes_every_file_with_valid_images_and_counts(
 def test_without_plotly_html_is_skipped_with_a_note(made: tuple[str, Path], tmp_path: Path) -> None:
     url, _ = made
     result = write_report(url, "rep", tmp_path / "r")
-    assert not list((tmp_path / "r").glob("*.html"))
+    assert [p.name for p in (tmp_path / "r").glob("*.html")] == ["index.html"]
     assert any("plotly is not installed" in n for n in result.notes)
     assert "matplotlib" in sys.modules  # TensorFlow-free: see tests/test_imports.py
 
@@ -140,12 +142,11 @@ def test_existing_folder_is_refused_unless_overwrite(
     out = tmp_path / "r"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match=r"exists and is not empty; pass --overwrite") as e:
-        write_report(url, "rep", out)
-    assert "\n" not in str(e.value)
-    assert (out / "mine.txt").read_text() == "keep me"
-    with pytest.raises(ConfigError, match=r"holds no earlier report .*choose another --out"):
+    with pytest.raises(ConfigError, match=r"blood-automl did not make it .*choose another --out"):
+        write_report(url, "rep", out)  # --overwrite would not help: not suggested
+    with pytest.raises(ConfigError, match=r"did not make it .*never replaced.*--out") as e:
         write_report(url, "rep", out, overwrite=True)  # never deletes a folder of other files
+    assert "\n" not in str(e.value)
     assert (out / "mine.txt").read_text() == "keep me"
     (out / "mine.txt").unlink()
     first = write_report(url, "rep", out, top=1)
@@ -215,3 +216,64 @@ def test_bad_top_and_bad_name_are_config_errors(made: tuple[str, Path], tmp_path
         write_report(url, "rep", tmp_path / "r", top=0)
     with pytest.raises(ConfigError, match="study name"):
         write_report(url, "../etc", tmp_path / "r")
+
+
+def test_index_html_holds_every_figure_and_table_and_refers_to_nothing(
+    made: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, _ = made
+    out = tmp_path / "r"
+    result = write_report(url, "rep", out, top=3)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert out / "index.html" in result.files
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 3
+    for png in pngs:
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        assert f'src="data:image/png;base64,{data}"' in page
+    sources = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', page, flags=re.IGNORECASE)
+    assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r"https?://|url\(|<link|<script|@import", page, flags=re.IGNORECASE)
+    summary = result.summary
+    assert f"<code>{summary['study']}</code>" in page
+    for row in summary["top_trials"]:
+        assert f'<td class="num">{row["number"]}</td>' in page
+    for name in summary["param_importances"]:
+        assert f"<td>{name}</td>" in page
+    assert summary["storage"] in page  # masked like summary.json
+
+
+def test_report_folder_is_marked_readable_and_a_foreign_marker_is_refused(
+    made: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, _ = made
+    out = tmp_path / "r"
+    write_report(url, "rep", out, top=1)
+    marker = json.loads((out / ".blood-automl-report").read_text())
+    assert marker["kind"] == "report" and marker["version"]
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o644}
+    export = tmp_path / "e"
+    export.mkdir()
+    (export / ".blood-automl-export").write_text('{"kind": "export"}')
+    (export / "model.keras").write_text("a model")
+    with pytest.raises(ConfigError, match=r"holds a blood-automl export, not a report"):
+        write_report(url, "rep", export, overwrite=True)
+    assert (export / "model.keras").read_text() == "a model"
+
+
+def test_storage_password_is_masked_in_summary_and_page(
+    made: tuple[str, Path], tmp_path: Path
+) -> None:
+    from blood_automl.search.report import _summary
+    from blood_automl.search.report_html import render_index
+    from blood_automl.studies import study_counts, summarize
+
+    url, _ = made
+    study = optuna.load_study(study_name="rep", storage=url)
+    rows = summarize(study, 2)
+    server = "postgresql://alice:s3cr3t-pw@db.example/studies"
+    summary = _summary(study, server, study_counts(study), rows, None, [])
+    page = render_index(tmp_path, summary, rows)
+    assert "alice" in summary["storage"] and "db.example" in summary["storage"]
+    assert "s3cr3t-pw" not in json.dumps(summary) and "s3cr3t-pw" not in page

@@ -99,8 +99,17 @@ def test_search_resume_refit_and_exported_model(small_real_npz: Path, tmp_path: 
     # A second refit into the same folder is refused and leaves it as it was.
     again = run_cli("refit-best", "--study", STUDY, "--storage", _storage(tmp_path), cwd=tmp_path)
     assert again.returncode == 1
-    assert again.stderr.strip().startswith("error: output folder") and "--overwrite" in again.stderr
+    assert (
+        again.stderr.strip().startswith("error: the export folder")
+        and "--overwrite" in again.stderr
+    )
     assert json.loads((out / "metrics.json").read_text()) == metrics
+    # Marked as an export (so only a later --overwrite replaces it), readable by others.
+    assert json.loads((out / ".blood-automl-export").read_text())["kind"] == "export"
+    modes = {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert modes == {0o644}
+    assert {p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")] if p.is_dir()} == {0o755}
+    assert [p.name for p in out.parent.iterdir()] == [STUDY]  # no temporary left beside it
 
     # The exported model, in a fresh process with Keras safe mode, on raw uint8 test images.
     code = f"""

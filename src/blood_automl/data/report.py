@@ -16,6 +16,7 @@ from blood_automl.data.dataset import SPLIT_NAMES
 from blood_automl.data.prepare import ProcessedData, process_dataset
 from blood_automl.data.readers import load_dataset
 from blood_automl.data.split import DEFAULT_FRACTIONS
+from blood_automl.outputs import check_output_file, write_file
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,14 +127,27 @@ def print_report(report: DataReport, console: Any = None) -> None:
     )
 
 
+def check_contact_sheet(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse a ``--sheet`` target that may not be written (before the data is read)."""
+    return check_output_file(path, overwrite=overwrite, option="--sheet", example="removed.png")
+
+
 def write_contact_sheet(
-    report: DataReport, path: Path, *, per_group: int = 40, thumb: int = 80, columns: int = 10
+    report: DataReport,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    per_group: int = 40,
+    thumb: int = 80,
+    columns: int = 10,
 ) -> Path:
     """Write a PNG of the removed images, one titled block per removal group, and return its path.
 
     Each block shows up to ``per_group`` images (a repeated picture only its first row of
-    copies), each captioned with its input index and class.
+    copies), each captioned with its input index and class. ``path`` follows the rules of
+    :mod:`blood_automl.outputs`: a new file, or an existing regular file with ``overwrite``.
     """
+    check_contact_sheet(path, overwrite=overwrite)
     p = report.processed
     images, labels, names = p.dataset.images, p.dataset.labels, p.dataset.class_names
     cell_h = thumb + 14
@@ -167,7 +181,11 @@ def write_contact_sheet(
             draw.rectangle([x0 - 1, y0 - 1, x0 + thumb, y0 + thumb], outline=(170, 170, 170))
             draw.text((x0, y0 + thumb), f"{i} {names[int(labels[i])][:6]}", fill=(60, 60, 60))
         y += -(-len(idx) // columns) * cell_h + 8
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG")
-    return path
+    return write_file(
+        path,
+        lambda f: sheet.save(f, format="PNG"),
+        overwrite=overwrite,
+        binary=True,
+        option="--sheet",
+        example="removed.png",
+    )

@@ -1,55 +1,20 @@
-"""Export of a refit model: model.keras, a SavedModel, config/metrics JSON, report and figures, atomically."""
+"""Export of a refit model: model.keras, a SavedModel, config/metrics JSON, report and figures."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from blood_automl.errors import ConfigError
+from blood_automl.outputs import write_dir
 from blood_automl.search.plots import confusion_matrix_png, curves_png
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
-
-
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an existing, non-empty output folder unless ``overwrite``; refuse a file there."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path {out} is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"output folder {out} already exists; pass --overwrite or choose another --out"
-        )
-
-
-def write_atomically(out: Path, overwrite: bool, fill: Callable[[Path], None]) -> Path:
-    """Let ``fill`` write into a temporary folder beside ``out``, then move it into place.
-
-    A failure leaves ``out`` as it was; nothing half-written appears under its name.
-    """
-    check_out_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        fill(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+EXPORT_KIND = "export"
 
 
 def classification_report_text(
@@ -81,8 +46,13 @@ def export_model(
     class_names: Sequence[str],
     overwrite: bool = False,
     saved_model: bool = True,
+    protected: Sequence[Path] = (),
 ) -> Path:
     """Write everything refit-best promises into ``out`` (atomically) and return it.
+
+    ``out`` follows the rules of :mod:`blood_automl.outputs`: a new or empty folder, or with
+    ``overwrite`` an earlier export (marker ``.blood-automl-export``); never one of
+    ``protected``.
 
     ``model.keras`` is an uncompiled copy of the model (no optimizer state, no custom
     objects), so it loads in Keras safe mode and predicts on raw uint8 images.
@@ -106,4 +76,4 @@ def export_model(
         )
         curves_png(history, folder / "training_curves.png", f"{title}: refit on train + validation")
 
-    return write_atomically(out, overwrite, fill)
+    return write_dir(out, EXPORT_KIND, fill, overwrite=overwrite, protected=protected)

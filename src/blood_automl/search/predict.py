@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from blood_automl.data.readers import IMAGE_SUFFIXES, _array, _open_npz
 from blood_automl.data.validate import fail, resize_one, to_labels, to_rgb_uint8
 from blood_automl.errors import ConfigError, DataError
+from blood_automl.outputs import check_output_file, csv_cell, write_file
 
 DEFAULT_OUT = Path("predictions.csv")
 """Where predictions go unless ``--out`` says otherwise (the working directory)."""
@@ -88,14 +88,16 @@ def predict_images(
     the model's size unless ``resize`` (centre-crop and Lanczos, as training data is
     resized); grayscale and RGBA images are refused unless ``convert``.
 
-    The CSV (default ``predictions.csv``; an existing file is refused unless ``overwrite``)
-    has ``index, source, [true,] predicted, confidence, p_<class>...``.
+    The CSV (default ``predictions.csv``; checked before anything is loaded: an existing
+    regular file is replaced only with ``overwrite``, anything else never; see
+    :mod:`blood_automl.outputs`) has ``index, source, [true,] predicted, confidence,
+    p_<class>...``; text cells that start like a formula get a leading ``'``.
     Raises :class:`DataError` for a bad model or data, :class:`ConfigError` for bad options.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size must be a whole number >= 1, but got {batch_size!r}")
     target = Path(out) if out is not None else DEFAULT_OUT
-    _check_out(target, overwrite)
+    check_output_file(target, overwrite=overwrite, inputs=_inputs(Path(model_path), data))
     exported = read_export(Path(model_path))
     found = read_images(
         data, exported.image_size, exported.class_names, resize=resize, convert=convert
@@ -106,7 +108,7 @@ def predict_images(
     accuracy = None
     if found.labels is not None:
         accuracy = float(np.mean(predicted == found.labels))
-    _write_csv(target, exported.class_names, found, probs, predicted)
+    _write_csv(target, exported.class_names, found, probs, predicted, overwrite)
     counts = np.bincount(predicted, minlength=len(exported.class_names))
     return PredictResult(
         out=target,
@@ -120,15 +122,6 @@ def predict_images(
         counts={n: int(c) for n, c in zip(exported.class_names, counts, strict=True)},
         notes=tuple(found.notes),
     )
-
-
-def _check_out(target: Path, overwrite: bool) -> None:
-    if target.is_dir():
-        raise ConfigError(f"--out {target} is a folder; give a file name such as {DEFAULT_OUT}")
-    if target.exists() and not overwrite:
-        raise ConfigError(
-            f"{target} exists; pass --overwrite to replace it or choose another --out"
-        )
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -420,31 +413,39 @@ def _read_files(files: list[Path], root: Path, where: str, convert: bool) -> Ima
 # -- the output ----------------------------------------------------------------------------
 
 
+def _inputs(model_path: Path, data: str | Path) -> list[Path]:
+    """The files predict reads, which its output may never replace."""
+    model_file = model_path / "model.keras" if model_path.is_dir() else model_path
+    return [model_file, model_file.parent / "config.json", Path(data)]
+
+
 def _write_csv(
     target: Path,
     class_names: tuple[str, ...],
     found: Images,
     probs: np.ndarray,
     predicted: np.ndarray,
+    overwrite: bool,
 ) -> None:
-    """Write the CSV to a temporary file beside ``target`` and move it there when complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write the CSV beside ``target`` and move it there when complete (mode 0644).
+
+    Text cells (sources, class names) that a spreadsheet would run as a formula get a
+    leading ``'``.
+    """
     header = ["index", "source"]
     if found.labels is not None:
         header.append("true")
     header += ["predicted", "confidence", *(f"p_{n}" for n in class_names)]
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            for i, (source, row, k) in enumerate(zip(found.sources, probs, predicted, strict=True)):
-                line: list[Any] = [i, source]
-                if found.labels is not None:
-                    line.append(class_names[int(found.labels[i])])
-                line += [class_names[int(k)], f"{row[k]:.6f}", *(f"{p:.6f}" for p in row)]
-                writer.writerow(line)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    names = [csv_cell(n) for n in class_names]
+
+    def write(f: IO[Any]) -> None:
+        writer = csv.writer(f)
+        writer.writerow([csv_cell(h) for h in header])
+        for i, (source, row, k) in enumerate(zip(found.sources, probs, predicted, strict=True)):
+            line: list[Any] = [i, csv_cell(source)]
+            if found.labels is not None:
+                line.append(names[int(found.labels[i])])
+            line += [names[int(k)], f"{row[k]:.6f}", *(f"{p:.6f}" for p in row)]
+            writer.writerow(line)
+
+    write_file(target, write, overwrite=overwrite)

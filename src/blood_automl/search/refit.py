@@ -12,8 +12,9 @@ import optuna
 
 from blood_automl.data import load_prepared
 from blood_automl.errors import ConfigError, DataError
-from blood_automl.search.export import check_out_dir, classification_report_text, export_model
-from blood_automl.search.report import open_existing_storage
+from blood_automl.outputs import check_output_dir
+from blood_automl.search.export import EXPORT_KIND, classification_report_text, export_model
+from blood_automl.search.report import open_existing_storage, study_paths
 from blood_automl.search.run import SPACE_ATTR, study_dir
 from blood_automl.spaces import Space, TrialConfig, suggest
 from blood_automl.studies import (
@@ -74,15 +75,17 @@ def refit_best(
 
     The epochs per phase are those that led to the trial's best validation score; the
     test split is used once, after training. Nothing is written when the study has no
-    completed trial, the output folder exists (without ``overwrite``), or the study's
-    prepared data is missing or does not match its fingerprint.
+    completed trial, ``out`` may not be written (checked first, before anything is loaded:
+    see :mod:`blood_automl.outputs`), or the study's prepared data is missing or does not
+    match its fingerprint.
     """
+    out = Path(out) if out is not None else Path("exports") / study_name
+    protected = study_paths(storage_url, study_name)
+    check_output_dir(out, EXPORT_KIND, overwrite=overwrite, protected=protected)
     storage = open_existing_storage(storage_url)  # a missing SQLite file is not created
     study = get_study(storage, study_name)
     trial = best_trial(study, trial_number)
     space, config = config_of_trial(study, trial)
-    out = Path(out) if out is not None else Path("exports") / study_name
-    check_out_dir(out, overwrite)
 
     data_dir = study_dir(storage_url, study_name) / "data"
     if not (data_dir / "manifest.json").is_file():
@@ -147,6 +150,7 @@ def refit_best(
         history=result.history,
         class_names=data.class_names,
         overwrite=overwrite,
+        protected=protected,
     )
     study.set_user_attr(
         f"{REFIT_ATTR}_trial_{trial.number}",

@@ -7,8 +7,6 @@ import datetime
 import importlib.util
 import json
 import math
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,8 +20,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from blood_automl import __version__
 from blood_automl.errors import ConfigError, StorageError
+from blood_automl.outputs import check_output_dir, csv_cell, write_dir
+from blood_automl.search.report_html import write_index_html
 from blood_automl.studies import (
     DEFAULT_STORAGE,
+    artifact_dir,
     check_study_name,
     get_study,
     mask_url,
@@ -33,6 +34,7 @@ from blood_automl.studies import (
 )
 from blood_automl.studies.urls import is_sqlite, parse_url, sqlite_file
 
+REPORT_KIND = "report"
 DEFAULT_REPORTS = Path("reports")
 """Reports go to ``reports/<study>/`` under the working directory unless ``--out`` says otherwise."""
 
@@ -79,18 +81,22 @@ def write_report(
     Files: ``top_trials.csv`` / ``.md`` (the ``top`` completed trials, best first),
     ``param_importances.png`` (needs 2 completed trials), ``optimization_history.png``,
     ``intermediate_values.png`` (one curve per trial), the same figures as HTML when plotly
-    is installed, and ``summary.json``. Everything is written into a temporary folder that
-    is renamed at the end, so a failed report leaves nothing half-written.
+    is installed, ``summary.json``, and ``index.html``: one self-contained page holding every
+    figure (as data URIs) and table. Everything is written into a temporary folder that is
+    renamed at the end (see :mod:`blood_automl.outputs`), so a failed report leaves nothing
+    half-written.
 
-    Raises :class:`ConfigError` for an existing non-empty ``out`` without ``overwrite`` or a
-    bad ``top``, and :class:`StorageError` when the storage or study does not exist or the
-    study has no completed trial.
+    Raises :class:`ConfigError` for a bad ``top`` or an ``out`` that may not be written (a
+    folder that is not an earlier report, or one without ``overwrite``; checked before the
+    study is read), and :class:`StorageError` when the storage or study does not exist or
+    the study has no completed trial.
     """
     check_study_name(study)
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ConfigError(f"--top must be a whole number >= 1, but got {top!r}")
     folder = Path(out) if out is not None else DEFAULT_REPORTS / study
-    _check_out(folder, overwrite)
+    protected = study_paths(storage_url, study)
+    check_output_dir(folder, REPORT_KIND, overwrite=overwrite, protected=protected)
     loaded = get_study(open_existing_storage(storage_url), study)
     trials = loaded.get_trials(deepcopy=False)
     counts = study_counts(loaded)
@@ -101,10 +107,10 @@ def write_report(
             f"nothing to report; let blood-automl search finish at least one trial first"
         )
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        notes: list[str] = []
+    notes: list[str] = []
+    summary: dict[str, Any] = {}
+
+    def fill(tmp: Path) -> None:
         rows = summarize(loaded, top)
         _write_tables(rows, tmp)
         importances = _importances(loaded, len(complete), notes)
@@ -115,48 +121,26 @@ def write_report(
         if importances:
             _importances_png(plt, importances, tmp / "param_importances.png")
         _html_figures(loaded, importances is not None, tmp, notes)
-        summary = _summary(loaded, storage_url, counts, rows, importances, notes)
+        summary.update(_summary(loaded, storage_url, counts, rows, importances, notes))
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    files = tuple(sorted(p for p in folder.iterdir() if p.is_file()))
+        write_index_html(tmp, summary, rows)
+
+    write_dir(folder, REPORT_KIND, fill, overwrite=overwrite, protected=protected)
+    files = tuple(sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
     return ReportResult(folder=folder, files=files, notes=tuple(notes), summary=summary)
 
 
-def _check_out(folder: Path, overwrite: bool) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--out {folder} is a file, not a folder; choose another --out")
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return
-    if not overwrite:
-        raise ConfigError(
-            f"the report folder {folder} exists and is not empty; pass --overwrite to replace "
-            f"it or choose another --out"
-        )
-    if not (folder / "summary.json").is_file():  # --overwrite never deletes other folders
-        raise ConfigError(
-            f"{folder} is not empty and holds no earlier report (no summary.json), so "
-            f"--overwrite will not replace it; choose another --out"
-        )
-
-
-def _replace(tmp: Path, folder: Path) -> None:
-    """Move the finished ``tmp`` to ``folder``, replacing what was there only at the very end."""
-    old: Path | None = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-        old.rmdir()
-        folder.rename(old)
-    try:
-        tmp.rename(folder)
-    except OSError:
-        if old is not None:
-            old.rename(folder)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def study_paths(storage_url: str | None, study: str) -> list[Path]:
+    """What an output folder may not lie in or contain: the study's folder and SQLite file."""
+    text = DEFAULT_STORAGE if storage_url is None else storage_url.strip()
+    if not text:
+        return []  # opening the storage says what is wrong with an empty URL
+    paths = [artifact_dir(text, study).parent]
+    parsed = parse_url(text)
+    database = sqlite_file(parsed) if is_sqlite(parsed) else None
+    if database is not None:
+        paths.append(database)
+    return paths
 
 
 def _count_text(counts: dict[str, int]) -> str:
@@ -180,9 +164,8 @@ def _write_tables(rows: list[dict[str, Any]], folder: Path) -> None:
         for rank, row in enumerate(rows, 1):
             duration = "" if row["duration"] is None else f"{row['duration']:.1f}"
             values = [row["params"].get(n, "") for n in names]
-            writer.writerow(
-                [rank, row["number"], row["value"], row["state"], _backbone(row), duration, *values]
-            )
+            cells = [rank, row["number"], row["value"], row["state"], _backbone(row), duration]
+            writer.writerow([csv_cell(c) for c in [*cells, *values]])
     lines = [
         "| rank | trial | value | state | backbone | duration (s) | params |",
         "|---:|---:|---:|---|---|---:|---|",
