@@ -209,6 +209,28 @@ def npy_header_garbage(ctx: Ctx) -> list[str]:
     return _forged_images_header(ctx, header + b"\n")
 
 
+def _patched_zip(ctx: Ctx, flag_bit: int = 0, method: int | None = None) -> list[str]:
+    """A valid .npz whose first member claims encryption or an unknown compression method."""
+    ctx.good_npz()
+    raw = bytearray((ctx.tmp / "data.npz").read_bytes())
+    local, central = raw.find(b"PK\x03\x04"), raw.find(b"PK\x01\x02")
+    raw[local + 6] |= flag_bit
+    raw[central + 8] |= flag_bit
+    if method is not None:
+        raw[local + 8 : local + 10] = method.to_bytes(2, "little")
+        raw[central + 10 : central + 12] = method.to_bytes(2, "little")
+    (ctx.tmp / "data.npz").write_bytes(bytes(raw))
+    return ["inspect-data", "data.npz"]
+
+
+def encrypted_member(ctx: Ctx) -> list[str]:
+    return _patched_zip(ctx, flag_bit=1)
+
+
+def unknown_compression(ctx: Ctx) -> list[str]:
+    return _patched_zip(ctx, method=99)
+
+
 CASES = [
     # ambiguous pixel scales
     Case("float-stray-value", float_stray_value, "scale is ambiguous", "scale every image"),
@@ -251,6 +273,8 @@ CASES = [
     # lying .npy headers
     Case("npy-header-50tb", npy_header_50_terabytes, "declares shape", "re-create the file"),
     Case("npy-header-garbage", npy_header_garbage, "corrupt .npy header", "re-create the file"),
+    Case("npz-encrypted-member", encrypted_member, "is encrypted", "no encryption"),
+    Case("npz-unknown-compression", unknown_compression, "cannot be unpacked", "re-create"),
 ]
 
 

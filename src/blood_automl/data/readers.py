@@ -232,10 +232,17 @@ def _array(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
                 f"save '{key}' as a plain numeric or string array (not dtype=object)",
             ) from exc
         raise fail(str(path), f"'{key}' cannot be read ({exc})", "re-create the file") from exc
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise fail(
             str(path),
-            f"'{key}' is corrupt ({type(exc).__name__}: {exc})",
+            f"'{key}' is corrupt or cannot be unpacked ({type(exc).__name__}: {exc})",
             "re-create or re-download the file",
         ) from exc
     except MemoryError as exc:
@@ -299,6 +306,12 @@ def _read_npy_header(
             str(path),
             f"'{key}' has a corrupt .npy header ({type(exc).__name__}: {exc})",
             "re-create the file with np.savez",
+        ) from exc
+    except (NotImplementedError, RuntimeError) as exc:  # unknown compression; encrypted
+        raise fail(
+            str(path),
+            f"'{key}' cannot be unpacked ({type(exc).__name__}: {exc})",
+            "re-create the file with np.savez or np.savez_compressed (no encryption)",
         ) from exc
 
 

@@ -150,7 +150,7 @@ def geometry_problem(width: int, height: int, image_size: int) -> str | None:
     """
     short, long = min(width, height), max(width, height)
     if long > MAX_ASPECT * short:
-        return f"aspect ratio {long / short:.3g}:1 (more than {MAX_ASPECT:g}:1)"
+        return f"aspect ratio {round(long / short, 2):g}:1 (more than {MAX_ASPECT:g}:1)"
     if short * MIN_SIDE_FRACTION < image_size:
         return f"smaller than a quarter of --image-size {image_size}"
     return None
