@@ -107,6 +107,12 @@ def long_image_in_folder(ctx: Ctx) -> list[str]:
     return ["inspect-data", "cells"]
 
 
+def huge_image_in_folder(ctx: Ctx) -> list[str]:
+    root = _folder(ctx, CLASS_NAMES[:2])
+    Image.new("L", (10000, 9500), 128).save(root / "basophil" / "scan.png")  # 95 Mpx, 90 kB
+    return ["inspect-data", "cells"]
+
+
 # -- class names that differ only in spelling ------------------------------------------------
 
 
@@ -249,6 +255,7 @@ CASES = [
     Case(
         "long-image-in-folder", long_image_in_folder, "eosinophil/line.png (4000x1", "at most 2:1"
     ),
+    Case("huge-image-in-folder", huge_image_in_folder, "basophil/scan.png", "remove or replace"),
     # names that differ only in spelling
     Case("case-variant-folders", case_variant_folders, "'BASOPHIL', 'Basophil'", "one spelling"),
     Case(

@@ -336,6 +336,7 @@ def load_prepared(out_dir: Path, *, mmap: bool = True, verify: Verify = True) ->
     """
     if verify not in (True, False, "quick"):
         raise ValueError(f"verify must be True, False or 'quick', not {verify!r}")
+    full = verify not in (False, "quick")
     out_dir = Path(out_dir)
     if not (out_dir / MANIFEST).is_file():
         raise DataError(
@@ -361,7 +362,7 @@ def load_prepared(out_dir: Path, *, mmap: bool = True, verify: Verify = True) ->
                 f"{path}: shape {array.shape} / dtype {array.dtype} differ from the manifest "
                 f"({tuple(entry['shape'])} / {entry['dtype']}); delete {out_dir} to prepare the data again"
             )
-        if verify is True and array_sha256(array) != entry["sha256"]:
+        if full and array_sha256(array) != entry["sha256"]:
             raise DataError(
                 f"{path}: the array's bytes do not match the manifest's sha256 (modified or corrupt); "
                 f"delete {out_dir} to prepare the data again"

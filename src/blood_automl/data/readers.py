@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import tokenize
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -526,9 +527,16 @@ def _rgb_array(im: Image.Image, rel: str, tally: _Tally) -> np.ndarray | None:
 def _read_image(
     f: Path, rel: str, *, image_size: int, convert: bool, tally: _Tally
 ) -> np.ndarray | None:
-    """Read one image file as a resized (image_size, image_size, 3) uint8, or note why not."""
+    """Read one image file as a resized (image_size, image_size, 3) uint8, or note why not.
+
+    An image above Pillow's decompression-bomb limit (about 89 million pixels) is refused
+    (its warning raised as an error) rather than decoded.
+    """
     try:
-        with Image.open(f) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(f)
+        with im:
             im.load()
             if im.mode in _NEEDS_CONVERT_MODES and not convert:
                 tally.needs_convert.append((rel, im.mode))
@@ -546,6 +554,7 @@ def _read_image(
         ValueError,
         SyntaxError,
         Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
     ) as exc:
         first = str(exc).splitlines()[0] if str(exc) else "unreadable"
         tally.bad.append(f"{rel} ({type(exc).__name__}: {first})")
