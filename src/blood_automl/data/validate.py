@@ -192,8 +192,8 @@ def check_distinct_names(names: Sequence[str], where: str, what: str, fix: str) 
         shown = "; ".join(", ".join(repr(n) for n in g) for g in clashes[:3])
         raise fail(
             where,
-            f"{what} {shown} differ only in case, spaces, underscores or hyphens and would "
-            f"become {sum(len(g) for g in clashes[:1])} separate classes",
+            f"{what} {shown} differ only in case, spaces, underscores or hyphens, so one "
+            "class would be split into several",
             fix,
         )
 
