@@ -242,6 +242,6 @@ def test_concurrent_writer_loses_gracefully(tmp_path: Path) -> None:
     data = _data(tmp_path)
     out = tmp_path / "p"
     first = prepare_data(data, out, image_size=16)
-    assert _write_atomically(out, first.arrays(), first.manifest) is False  # out already complete
+    assert _write_atomically(out, first.arrays(), first.manifest) is None  # out already complete
     assert _no_temp_dirs(tmp_path)
     assert load_prepared(out).fingerprint == first.fingerprint

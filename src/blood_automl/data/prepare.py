@@ -8,20 +8,33 @@ Layout of a prepared folder (``studies/<study>/data/``)::
 The fingerprint is the sha256 of a canonical JSON holding the class names and, for each of
 the six arrays, its shape, dtype and the sha256 of its bytes; so it covers the pixels, the
 labels, the class names and the split assignment (which image is in which split, in order).
+The manifest also records each .npy file's size and CRC-32, which
+``load_prepared(verify="quick")`` checks in about 20 ms for 2,400 96x96 images (trial processes).
+
+Preparing writes into a temporary sibling folder ``.data.tmp-HOST-PID-XXXXXXXX`` that is
+renamed into place when complete. SIGINT and SIGTERM while preparing stop it with a
+:class:`PreparationStopped` error after removing that folder; a temporary folder left by a
+process that no longer runs (killed with SIGKILL) is removed by the next preparation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import uuid
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,14 +42,26 @@ from blood_automl import __version__
 from blood_automl.data.clean import CleaningReport, clean_dataset, keep_all, warm_up
 from blood_automl.data.dataset import SPLIT_NAMES, Dataset
 from blood_automl.data.readers import IMAGE_SUFFIXES, load_dataset, source_path
-from blood_automl.data.split import DEFAULT_FRACTIONS, Split, check_fractions, split_indices
+from blood_automl.data.split import (
+    DEFAULT_FRACTIONS,
+    Split,
+    check_fractions,
+    check_seed,
+    split_indices,
+)
 from blood_automl.data.validate import check_image_size
-from blood_automl.errors import ConfigError, DataError
+from blood_automl.errors import DataError
 
 MANIFEST = "manifest.json"
 ARRAY_NAMES: tuple[str, ...] = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 PREPARED_VERSION = 1
 """Bumped when cleaning, splitting or the layout change, so old caches are not silently reused."""
+Verify = bool | Literal["quick"]
+"""How :func:`load_prepared` checks the arrays: True (sha256), "quick" (size + CRC-32), False."""
+
+
+class PreparationStopped(DataError):
+    """SIGINT or SIGTERM arrived while the data was being prepared; nothing half-written stays."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +92,8 @@ class ProcessedData:
     cleaning: CleaningReport
     split: Split
     cleaned: bool
+    split_error: str | None = None
+    """Why the data cannot be split (then ``split`` is empty), when that was allowed."""
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The six arrays, each split in input order."""
@@ -90,10 +117,14 @@ def process_dataset(
     clean: bool = True,
     seed: int = 0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    allow_unsplit: bool = False,
 ) -> ProcessedData:
-    """Clean (unless ``clean`` is false) and split a data set; nothing is written."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, but got {seed!r}")
+    """Clean (unless ``clean`` is false) and split a data set; nothing is written.
+
+    With ``allow_unsplit`` a data set that cannot be split (a class too small) is returned
+    with an empty split and the reason in ``split_error`` instead of raising DataError.
+    """
+    seed = check_seed(seed)
     check_fractions(fractions)
     report = clean_dataset(dataset.images, dataset.labels) if clean else keep_all(len(dataset))
     keep = report.keep
@@ -108,12 +139,22 @@ def process_dataset(
             source=dataset.source,
         )
     except DataError as exc:
-        if not report.n_removed:
-            raise
-        raise DataError(
+        error = DataError(
             f"{exc} (counted after cleaning removed {report.n_removed} images: see them with "
             "blood-automl inspect-data DATA --sheet removed.png, or pass --no-clean)"
-        ) from exc
+            if report.n_removed
+            else str(exc)
+        )
+        if not allow_unsplit:
+            raise error from exc
+        empty = np.empty(0, dtype=np.int64)
+        return ProcessedData(
+            dataset=dataset,
+            cleaning=report,
+            split=Split(empty, empty, empty),
+            cleaned=clean,
+            split_error=str(error),
+        )
     split = Split(*(keep[part] for part in inner))
     return ProcessedData(dataset=dataset, cleaning=report, split=split, cleaned=clean)
 
@@ -228,15 +269,74 @@ def _read_manifest(out_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_prepared(out_dir: Path, *, mmap: bool = True, verify: bool = True) -> PreparedData:
+FILE_CHUNK = 8 << 20
+
+
+def file_check(path: Path) -> dict[str, int]:
+    """A file's size and CRC-32 (``{"file_bytes", "crc32"}``): what the quick check compares."""
+    crc = 0
+    size = 0
+    buffer = bytearray(FILE_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buffer)
+            if not n:
+                break
+            crc = zlib.crc32(view[:n], crc)
+            size += n
+    return {"file_bytes": size, "crc32": crc}
+
+
+def _stale(out_dir: Path, path: Path, problem: str) -> DataError:
+    return DataError(
+        f"{path}: {problem}; remove the folder {out_dir} and run blood-automl search --data "
+        "DATA again to prepare it afresh"
+    )
+
+
+def _quick_check(out_dir: Path, path: Path, entry: Mapping[str, Any]) -> None:
+    """Compare a prepared file's size and CRC-32 with the manifest (when it records them)."""
+    if "file_bytes" not in entry:
+        return  # prepared by an older version: shapes and dtypes are still checked
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _stale(out_dir, path, f"cannot be read ({exc.strerror or exc})") from exc
+    if size != entry["file_bytes"]:
+        raise _stale(
+            out_dir,
+            path,
+            f"is {size} bytes, but the manifest says {entry['file_bytes']} (changed or "
+            "truncated since it was prepared)",
+        )
+    if "crc32" in entry and file_check(path)["crc32"] != entry["crc32"]:
+        raise _stale(
+            out_dir,
+            path,
+            "its bytes changed since it was prepared (the CRC-32 differs from the manifest's)",
+        )
+
+
+def load_prepared(out_dir: Path, *, mmap: bool = True, verify: Verify = True) -> PreparedData:
     """Load a prepared folder written by :func:`prepare_data`.
 
     Arrays are memory-mapped read-only (``mmap_mode="r"``) unless ``mmap`` is false, always
     with ``allow_pickle=False``. Shapes and dtypes are checked against the manifest and the
-    fingerprint is recomputed from the manifest's per-array sha256 values. With ``verify``
-    (the default) every array's sha256 is also recomputed from the bytes on disk, a full read
-    (about a second per GB); a mismatch raises :class:`DataError`.
+    fingerprint is recomputed from the manifest's per-array sha256 values. ``verify``:
+
+    - ``True`` (the default): every array's sha256 is recomputed from the bytes on disk, a
+      full read (about a second per GB);
+    - ``"quick"``: each file's size and CRC-32 are compared with the manifest's (15 to
+      25 ms for 2,400 96x96 images from the page cache): enough to catch a file changed,
+      truncated or replaced while a search runs; for trial processes;
+    - ``False``: no check of the bytes.
+
+    A mismatch raises :class:`DataError` saying to remove the folder and prepare again.
     """
+    if verify not in (True, False, "quick"):
+        raise ValueError(f"verify must be True, False or 'quick', not {verify!r}")
+    full = verify not in (False, "quick")
     out_dir = Path(out_dir)
     if not (out_dir / MANIFEST).is_file():
         raise DataError(
@@ -249,8 +349,10 @@ def load_prepared(out_dir: Path, *, mmap: bool = True, verify: bool = True) -> P
         path = out_dir / f"{name}.npy"
         try:
             entry = entries[name]
+            if verify == "quick":
+                _quick_check(out_dir, path, entry)
             array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (KeyError, OSError, ValueError, EOFError) as exc:
+        except (KeyError, OSError, ValueError, EOFError, TypeError) as exc:
             raise DataError(
                 f"{path}: prepared array missing or unreadable ({type(exc).__name__}); delete {out_dir} "
                 "to prepare the data again"
@@ -260,7 +362,7 @@ def load_prepared(out_dir: Path, *, mmap: bool = True, verify: bool = True) -> P
                 f"{path}: shape {array.shape} / dtype {array.dtype} differ from the manifest "
                 f"({tuple(entry['shape'])} / {entry['dtype']}); delete {out_dir} to prepare the data again"
             )
-        if verify and array_sha256(array) != entry["sha256"]:
+        if full and array_sha256(array) != entry["sha256"]:
             raise DataError(
                 f"{path}: the array's bytes do not match the manifest's sha256 (modified or corrupt); "
                 f"delete {out_dir} to prepare the data again"
@@ -281,32 +383,107 @@ def load_prepared(out_dir: Path, *, mmap: bool = True, verify: bool = True) -> P
     )
 
 
+_TMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _temporary_name(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Remove temporary folders of ``out_dir`` left by processes of this host no longer running."""
+    removed: list[Path] = []
+    if not out_dir.parent.is_dir():
+        return removed
+    for path in out_dir.parent.iterdir():
+        match = _TMP.match(path.name)
+        if match is None or match["name"] != out_dir.name or not path.is_dir():
+            continue
+        if match["host"] not in (None, _host()):
+            continue  # another machine's (a shared folder): its own next run cleans it
+        pid = int(match["pid"])
+        if pid != os.getpid() and not _running(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def stop_on_signals(out_dir: Path) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the preparation with :class:`PreparationStopped` (once).
+
+    The exception unwinds through the writer, which removes its temporary folder; later
+    signals are ignored until then. Outside the main thread signals are left alone.
+    """
+    stopping = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise PreparationStopped(
+            f"stopped by {signal.Signals(signum).name} while preparing the data for {out_dir}; "
+            "nothing half-written was left; run the command again to prepare it"
+        )
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _write_atomically(
     out_dir: Path, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]
-) -> bool:
+) -> dict[str, Any] | None:
     """Write arrays + manifest into a temporary sibling folder, then rename it to ``out_dir``.
 
-    Returns False (and writes nothing) when another process created ``out_dir`` first.
+    The manifest written also records each file's size and CRC-32; it is returned. Returns
+    None (and leaves nothing) when another process created ``out_dir`` first.
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    remove_stale_temporaries(out_dir)
+    tmp = _temporary_name(out_dir)
+    written = dict(manifest)
+    written["arrays"] = {name: dict(entry) for name, entry in manifest["arrays"].items()}
     try:
+        tmp.mkdir()
         for name in ARRAY_NAMES:
             np.save(tmp / f"{name}.npy", arrays[name], allow_pickle=False)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+            written["arrays"][name].update(file_check(tmp / f"{name}.npy"))
+        (tmp / MANIFEST).write_text(json.dumps(written, indent=1) + "\n", encoding="utf-8")
         if out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
         try:
             os.rename(tmp, out_dir)
         except OSError:
             if (out_dir / MANIFEST).is_file():
-                return False
+                return None
             raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return True
+    return written
 
 
 def prepare_data(
@@ -331,13 +508,24 @@ def prepare_data(
     out_dir = Path(out_dir)
     image_size = check_image_size(image_size)
     fracs = check_fractions(fractions)
+    seed = check_seed(seed)
     options = {
         "image_size": int(image_size),
         "clean": bool(clean),
         "convert": bool(convert),
-        "seed": int(seed),
+        "seed": seed,
         "fractions": list(fracs),
     }
+    with stop_on_signals(out_dir):
+        return _prepare(data, out_dir, options, cache_dir=cache_dir)
+
+
+def _prepare(
+    data: str | Path, out_dir: Path, options: dict[str, Any], *, cache_dir: Path | None
+) -> PreparedData:
+    """:func:`prepare_data` after its options are checked."""
+    image_size, clean, convert = options["image_size"], options["clean"], options["convert"]
+    seed, fracs = options["seed"], tuple(options["fractions"])
     existing = _read_manifest(out_dir) if (out_dir / MANIFEST).is_file() else None
     if existing is None and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(
@@ -351,6 +539,7 @@ def prepare_data(
         and existing.get("options") == options
         and existing.get("prepared_version") == PREPARED_VERSION
     ):
+        remove_stale_temporaries(out_dir)
         return load_prepared(out_dir)
 
     if clean:
@@ -364,13 +553,14 @@ def prepare_data(
         manifest = build_manifest(
             processed, entries, fingerprint, options=options, input_sha256=input_sha
         )
-        if _write_atomically(out_dir, arrays, manifest):
+        written = _write_atomically(out_dir, arrays, manifest)
+        if written is not None:
             return PreparedData(
                 **arrays,
                 class_names=dataset.class_names,
                 fingerprint=fingerprint,
                 image_size=dataset.image_size,
-                manifest=manifest,
+                manifest=written,
             )
         existing = _read_manifest(out_dir)  # another worker prepared it meanwhile
     if existing["fingerprint"] == fingerprint:

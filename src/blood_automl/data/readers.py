@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
+import tokenize
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from blood_automl.data.dataset import PBC_CLASS_NAMES, SPLIT_NAMES, Dataset
 from blood_automl.data.validate import (
+    check_distinct_names,
+    check_geometry,
     check_image_size,
     fail,
+    geometry_fix,
+    geometry_problem,
     resize_images,
     resize_one,
+    scale_16bit,
+    sixteen_bit_note,
     to_labels,
     to_rgb_uint8,
 )
@@ -38,7 +50,44 @@ _NEEDS_CONVERT_MODES = {
     "RGBA",
     "RGBa",
     "PA",
+    "I;16N",
 }
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_kind(mode: int) -> str | None:
+    """What a non-regular, non-folder file is (``a FIFO (named pipe)``, ...), or None."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, what in _SPECIAL_KINDS:
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def refuse_special(path: Path, shown: str | None = None) -> None:
+    """Raise DataError when ``path`` (followed through links) is a FIFO, device or socket.
+
+    Checked with ``os.stat`` before anything opens the path: opening a FIFO blocks until a
+    writer comes, and a device like /dev/zero never ends.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing or unreadable: the caller's own check says so
+    what = special_kind(mode)
+    if what is not None:
+        raise fail(
+            shown or str(path),
+            f"is {what}, not a regular file",
+            "give a regular .npz file or a folder of class folders of image files",
+        )
 
 
 def is_bloodmnist(data: str | Path) -> bool:
@@ -77,6 +126,7 @@ def source_path(data: str | Path, *, cache_dir: Path | None = None) -> Path:
             f"{data}: no such file or folder; give an .npz file, a folder of class folders, "
             "or bloodmnist[:64|128|224]"
         )
+    refuse_special(path, str(data))
     return path
 
 
@@ -117,6 +167,7 @@ def load_dataset(
 
 def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
     """Open an .npz without ever unpickling, with one clear error per kind of bad file."""
+    refuse_special(path)
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -166,7 +217,12 @@ def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
 
 
 def _array(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    """One array of an open .npz, refusing object (pickled) arrays and corrupt members."""
+    """One array of an open .npz, refusing object (pickled) arrays and corrupt members.
+
+    The member's .npy header is read first: an array whose declared size exceeds what the
+    archive holds for it, or the memory available, is refused before anything is allocated.
+    """
+    check_declared_size(npz, key, path)
     try:
         value = npz[key]
     except ValueError as exc:
@@ -177,15 +233,124 @@ def _array(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
                 f"save '{key}' as a plain numeric or string array (not dtype=object)",
             ) from exc
         raise fail(str(path), f"'{key}' cannot be read ({exc})", "re-create the file") from exc
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise fail(
             str(path),
-            f"'{key}' is corrupt ({type(exc).__name__}: {exc})",
+            f"'{key}' is corrupt or cannot be unpacked ({type(exc).__name__}: {exc})",
             "re-create or re-download the file",
+        ) from exc
+    except MemoryError as exc:
+        raise fail(
+            str(path),
+            f"'{key}' does not fit in memory",
+            "use a smaller data set or a machine with more memory",
         ) from exc
     if not isinstance(value, np.ndarray):
         raise fail(str(path), f"'{key}' is not a numpy array", "save it with np.savez")
     return value
+
+
+ZIP_MAX_RATIO = 1100
+"""More than deflate can reach (about 1032:1): a larger claimed ratio is a forged size."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n:,} bytes"
+
+
+def _read_npy_header(
+    npz: np.lib.npyio.NpzFile, member: str, path: Path, key: str
+) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """The (shape, dtype, header length) of one .npy member, read without loading its data."""
+    assert npz.zip is not None
+    try:
+        with npz.zip.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            return tuple(int(d) for d in shape), dtype, int(f.tell())
+    except (
+        ValueError,
+        TypeError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        zlib.error,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as exc:
+        raise fail(
+            str(path),
+            f"'{key}' has a corrupt .npy header ({type(exc).__name__}: {exc})",
+            "re-create the file with np.savez",
+        ) from exc
+    except (NotImplementedError, RuntimeError) as exc:  # unknown compression; encrypted
+        raise fail(
+            str(path),
+            f"'{key}' cannot be unpacked ({type(exc).__name__}: {exc})",
+            "re-create the file with np.savez or np.savez_compressed (no encryption)",
+        ) from exc
+
+
+def check_declared_size(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> None:
+    """Refuse an .npz member whose header declares more data than it holds or memory allows."""
+    member = f"{key}.npy"
+    if npz.zip is None or member not in npz.zip.namelist():
+        return
+    info = npz.zip.getinfo(member)
+    if info.file_size > ZIP_MAX_RATIO * info.compress_size + 4096 or (
+        info.compress_type == zipfile.ZIP_STORED and info.file_size > info.compress_size
+    ):
+        raise fail(
+            str(path),
+            f"'{key}' claims {_gb(info.file_size)} unpacked from {_gb(info.compress_size)} "
+            "in the archive (a forged or corrupt zip entry)",
+            "re-create the file with np.savez",
+        )
+    shape, dtype, header = _read_npy_header(npz, member, path, key)
+    if dtype.hasobject:
+        return  # refused when read, without unpickling
+    declared = math.prod(shape) * dtype.itemsize
+    held = info.file_size - header
+    if declared > held:
+        raise fail(
+            str(path),
+            f"'{key}' declares shape {shape} of {dtype} ({_gb(declared)}), but the archive "
+            f"holds only {_gb(max(held, 0))} for it (a forged or truncated array)",
+            "re-create the file with np.savez",
+        )
+    free = available_memory()
+    if free is not None and declared > free:
+        raise fail(
+            str(path),
+            f"'{key}' holds {_gb(declared)} (shape {shape}), more than the {_gb(free)} of "
+            "memory available",
+            "use a smaller data set or a machine with more memory",
+        )
 
 
 def read_npz(
@@ -217,6 +382,7 @@ def read_npz(
     labels, names, label_notes = to_labels(
         raw_labels, images.shape[0], where, class_names=raw_names
     )
+    check_geometry(images, image_size, where)
     images, resize_notes = resize_images(images, image_size)
     return Dataset(
         images=images,
@@ -269,6 +435,7 @@ def read_medmnist_npz(
         labels_list.append(labs)
         splits.append(np.full(imgs.shape[0], code, dtype=np.int8))
         notes += [n for n in label_notes if n not in notes]
+    check_geometry(images, image_size, where, key="train_images")
     images, resize_notes = resize_images(images, image_size)
     return Dataset(
         images=images,
@@ -281,16 +448,187 @@ def read_medmnist_npz(
     )
 
 
-def _image_files(folder: Path) -> tuple[list[Path], int]:
-    files, ignored = [], 0
+def _mode(path: Path) -> int | None:
+    """``os.stat(path).st_mode`` (links followed), or None for a broken link or no access."""
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
+
+
+def _visible_entries(folder: Path, root: Path) -> list[tuple[Path, int | None]]:
+    """The non-hidden entries of ``folder`` with their modes, refusing FIFOs, devices, sockets."""
+    out = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
             continue
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        mode = _mode(p)
+        what = special_kind(mode) if mode is not None else None
+        if what is not None:
+            raise fail(
+                str(root),
+                f"'{p.relative_to(root).as_posix()}' is {what}, not an image file or folder",
+                "remove it from the data folder",
+            )
+        out.append((p, mode))
+    return out
+
+
+def _image_files(folder: Path, root: Path) -> tuple[list[Path], int]:
+    files, ignored = [], 0
+    for p, mode in _visible_entries(folder, root):
+        if mode is not None and stat.S_ISREG(mode) and p.suffix.lower() in IMAGE_SUFFIXES:
             files.append(p)
         else:
             ignored += 1
     return files, ignored
+
+
+class _Tally:
+    """What reading the image files of a folder found: problems and conversions."""
+
+    def __init__(self) -> None:
+        self.bad: list[str] = []
+        self.needs_convert: list[tuple[str, str]] = []
+        self.geometry: list[str] = []
+        self.scale: list[str] = []
+        self.sizes: set[tuple[int, int]] = set()
+        self.converted = self.sixteen = self.floats = self.resized = 0
+        self.peak16 = 0
+
+
+def _rgb_array(im: Image.Image, rel: str, tally: _Tally) -> np.ndarray | None:
+    """One loaded image as (H, W, 3) uint8, 16-bit and float images scaled, else None."""
+    if im.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(im)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi > 65535:
+            tally.scale.append(f"{rel} (mode {im.mode}, values {lo}..{hi} outside 0..65535)")
+            return None
+        tally.sixteen += 1
+        tally.peak16 = max(tally.peak16, hi)
+        grey = scale_16bit(values)
+    elif im.mode == "F":
+        try:
+            grey, _ = to_rgb_uint8(np.asarray(im, dtype=np.float64)[None], rel, convert=True)
+        except DataError as exc:
+            tally.scale.append(str(exc).split(";")[0])
+            return None
+        tally.floats += 1
+        return grey[0]
+    elif im.mode != "RGB":
+        tally.converted += 1
+        return np.asarray(im.convert("RGB"))
+    else:
+        return np.asarray(im)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _read_image(
+    f: Path, rel: str, *, image_size: int, convert: bool, tally: _Tally
+) -> np.ndarray | None:
+    """Read one image file as a resized (image_size, image_size, 3) uint8, or note why not.
+
+    An image above Pillow's decompression-bomb limit (about 89 million pixels) is refused
+    (its warning raised as an error) rather than decoded.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(f)
+        with im:
+            im.load()
+            if im.mode in _NEEDS_CONVERT_MODES and not convert:
+                tally.needs_convert.append((rel, im.mode))
+                return None
+            w, h = im.size
+            problem = geometry_problem(w, h, image_size)
+            if problem is not None:
+                tally.geometry.append(f"{rel} ({w}x{h}, {problem})")
+                return None
+            tally.sizes.add(im.size)
+            array = _rgb_array(im, rel, tally)
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        tally.bad.append(f"{rel} ({type(exc).__name__}: {first})")
+        return None
+    if array is None:
+        return None
+    tally.resized += (w, h) != (image_size, image_size)
+    return resize_one(array, image_size)
+
+
+def _listed(items: list[str]) -> str:
+    return "; ".join(items[:3]) + (f"; and {len(items) - 3} more" if len(items) > 3 else "")
+
+
+def _refuse_problems(where: str, tally: _Tally, image_size: int) -> None:
+    """Raise the first problem the folder's images have, naming the first few files."""
+    if tally.bad:
+        raise fail(
+            where,
+            f"{len(tally.bad)} image file(s) cannot be read: {_listed(tally.bad)}",
+            "remove or replace those files",
+        )
+    sixteen = [(rel, mode) for rel, mode in tally.needs_convert if mode in _SIXTEEN_BIT_MODES]
+    if sixteen:
+        rel, mode = sixteen[0]
+        raise fail(
+            where,
+            f"{len(sixteen)} image(s) are 16-bit (e.g. {rel}, mode {mode}), "
+            "but blood-automl needs 8-bit RGB",
+            "pass --convert (convert=True) to scale the full 16-bit range 0..65535 to 0..255 "
+            "and make them RGB, or save 8-bit RGB images",
+        )
+    if tally.needs_convert:
+        rel, mode = tally.needs_convert[0]
+        raise fail(
+            where,
+            f"{len(tally.needs_convert)} image(s) are grayscale or have an alpha channel "
+            f"(e.g. {rel}, mode {mode}), but blood-automl needs RGB",
+            "pass --convert (convert=True) to convert them to RGB, or save RGB images",
+        )
+    if tally.geometry:
+        raise fail(
+            where,
+            f"{len(tally.geometry)} image(s) are too small or too long to become "
+            f"{image_size}x{image_size}: {_listed(tally.geometry)}",
+            geometry_fix(image_size),
+        )
+    if tally.scale:
+        raise fail(
+            where,
+            f"{len(tally.scale)} image(s) have pixel values of unclear scale: "
+            f"{_listed(tally.scale)}",
+            "save them as 8-bit images (0..255)",
+        )
+
+
+def _folder_notes(tally: _Tally, ignored: int, image_size: int) -> list[str]:
+    notes = []
+    if ignored:
+        notes.append(f"ignored {ignored} non-image entries in the class folders")
+    if tally.converted:
+        notes.append(f"converted {tally.converted} images to RGB")
+    if tally.sixteen:
+        notes.append(sixteen_bit_note(tally.sixteen, tally.peak16) + ", grey copied to R, G, B")
+    if tally.floats:
+        notes.append(f"scaled {tally.floats} float (mode F) images to 0..255, grey to RGB")
+    other = sorted(s for s in tally.sizes if s != (image_size, image_size))
+    if tally.resized:
+        shown = ", ".join(f"{w}x{h}" for w, h in other[:4]) + (", ..." if len(other) > 4 else "")
+        notes.append(
+            f"resized {tally.resized} images of size {shown} to {image_size}x{image_size} "
+            "(Lanczos, centre-cropped to square)"
+        )
+    return notes
 
 
 def read_folder(
@@ -298,17 +636,26 @@ def read_folder(
 ) -> Dataset:
     """Read a folder of class folders (class names = sorted folder names) of image files."""
     where = str(root)
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = [
+        p for p, mode in _visible_entries(root, root) if mode is not None and stat.S_ISDIR(mode)
+    ]
     if not class_dirs:
         raise fail(
             where,
             "holds no class folders",
             "put the images of each class in its own sub-folder, e.g. DATA/basophil/*.png",
         )
+    check_distinct_names(
+        [d.name for d in class_dirs],
+        where,
+        "the class folders",
+        "rename the folders so that each class has one spelling (move the images of a class "
+        "into one folder)",
+    )
     per_class: list[list[Path]] = []
     ignored = 0
     for d in class_dirs:
-        files, n_ignored = _image_files(d)
+        files, n_ignored = _image_files(d, root)
         ignored += n_ignored
         if not files:
             raise fail(
@@ -327,70 +674,18 @@ def read_folder(
     n = sum(len(f) for f in per_class)
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     labels = np.empty(n, dtype=np.int64)
-    bad: list[str] = []
-    needs_convert: list[tuple[str, str]] = []
-    sizes: set[tuple[int, int]] = set()
-    converted = resized = 0
+    tally = _Tally()
     i = 0
     for label, files in enumerate(per_class):
         for f in files:
             rel = f.relative_to(root).as_posix()
-            try:
-                with Image.open(f) as im:
-                    im.load()
-                    mode = im.mode
-                    if mode in _NEEDS_CONVERT_MODES and not convert:
-                        needs_convert.append((rel, mode))
-                        continue
-                    sizes.add(im.size)
-                    resized += im.size != (image_size, image_size)
-                    if mode != "RGB":
-                        converted += 1
-                        rgb = im.convert("RGB")
-                    else:
-                        rgb = im
-                    array = np.asarray(rgb)
-            except (
-                OSError,
-                UnidentifiedImageError,
-                ValueError,
-                SyntaxError,
-                Image.DecompressionBombError,
-            ) as exc:
-                bad.append(
-                    f"{rel} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
-                )
+            image = _read_image(f, rel, image_size=image_size, convert=convert, tally=tally)
+            if image is None:
                 continue
-            images[i] = resize_one(array, image_size)
+            images[i] = image
             labels[i] = label
             i += 1
-    if bad:
-        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise fail(
-            where,
-            f"{len(bad)} image file(s) cannot be read: {shown}",
-            "remove or replace those files",
-        )
-    if needs_convert:
-        rel, mode = needs_convert[0]
-        raise fail(
-            where,
-            f"{len(needs_convert)} image(s) are grayscale or have an alpha channel (e.g. {rel}, mode {mode}), "
-            "but blood-automl needs RGB",
-            "pass --convert (convert=True) to convert them to RGB, or save RGB images",
-        )
-    notes = []
-    if ignored:
-        notes.append(f"ignored {ignored} non-image entries in the class folders")
-    if converted:
-        notes.append(f"converted {converted} images to RGB")
-    other = sorted(s for s in sizes if s != (image_size, image_size))
-    if resized:
-        shown = ", ".join(f"{w}x{h}" for w, h in other[:4]) + (", ..." if len(other) > 4 else "")
-        notes.append(
-            f"resized {resized} images of size {shown} to {image_size}x{image_size} "
-            "(Lanczos, centre-cropped to square)"
-        )
+    _refuse_problems(where, tally, image_size)
     return Dataset(
         images=images,
         labels=labels,
@@ -398,5 +693,5 @@ def read_folder(
         source=source if source is not None else str(root),
         format="folder",
         predefined_split=None,
-        notes=tuple(notes),
+        notes=tuple(_folder_notes(tally, ignored, image_size)),
     )

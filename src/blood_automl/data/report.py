@@ -45,6 +45,7 @@ class DataReport:
             "split_sizes": p.split.sizes(),
             "split": p.split_class_counts(),
             "notes": list(ds.notes),
+            "split_error": p.split_error,
             "seconds": round(self.seconds, 3),
         }
 
@@ -59,12 +60,18 @@ def inspect_data(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     cache_dir: Path | None = None,
 ) -> DataReport:
-    """Read, validate, clean and split ``data`` exactly as a study would, writing nothing."""
+    """Read, validate, clean and split ``data`` exactly as a study would, writing nothing.
+
+    Data that a study would refuse only because it cannot be split (a class too small) is
+    still reported: the split is empty and ``split_error`` says why.
+    """
     start = time.perf_counter()
     if clean:
         warm_up()
     dataset = load_dataset(data, image_size=image_size, convert=convert, cache_dir=cache_dir)
-    processed = process_dataset(dataset, clean=clean, seed=seed, fractions=fractions)
+    processed = process_dataset(
+        dataset, clean=clean, seed=seed, fractions=fractions, allow_unsplit=True
+    )
     return DataReport(processed=processed, seconds=time.perf_counter() - start)
 
 
@@ -84,12 +91,13 @@ def print_report(report: DataReport, console: Any = None) -> None:
         f"({'cleaning on' if info['cleaning'] else 'cleaning off'}), {report.seconds:.1f} s"
     )
     for note in info["notes"]:
-        console.print(f"  note: {note}")
+        console.print(f"  note: {note}", markup=False, soft_wrap=True)
 
     counts = Table(title="Images per class")
     counts.add_column("class")
     for col in ("before", "removed", "after", *SPLIT_NAMES):
         counts.add_column(col, justify="right")
+    unsplit = info["split_error"] is not None
     for name in names:
         before, after = info["class_counts_before"][name], info["class_counts_after"][name]
         counts.add_row(
@@ -97,11 +105,13 @@ def print_report(report: DataReport, console: Any = None) -> None:
             str(before),
             str(before - after),
             str(after),
-            *(str(info["split"][s][name]) for s in SPLIT_NAMES),
+            *("-" if unsplit else str(info["split"][s][name]) for s in SPLIT_NAMES),
         )
     totals = [info["n_input"], info["n_input"] - info["n_kept"], info["n_kept"]]
     counts.add_row(
-        "total", *(str(t) for t in totals), *(str(info["split_sizes"][s]) for s in SPLIT_NAMES)
+        "total",
+        *(str(t) for t in totals),
+        *("-" if unsplit else str(info["split_sizes"][s]) for s in SPLIT_NAMES),
     )
     console.print(counts)
 
@@ -118,6 +128,13 @@ def print_report(report: DataReport, console: Any = None) -> None:
             shown = ", ".join(str(i) for i in g.indices[:6]) + (", ..." if g.count > 6 else "")
             removed.add_row(g.reason, str(g.count), shown)
         console.print(removed)
+    if unsplit:
+        console.print(
+            f"warning: a study cannot use this data as it is: {info['split_error']}",
+            markup=False,
+            soft_wrap=True,
+        )
+        return
     split_note = "the data set's own split" if info["predefined_split"] else "stratified, seeded"
     console.print(
         "Split ("

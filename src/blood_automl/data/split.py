@@ -48,6 +48,22 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed: numpy's legacy seeding and TensorFlow take seeds in [0, 2**32 - 1]."""
+
+
+def check_seed(seed: object) -> int:
+    """Return ``seed`` as an int if it is an integer in [0, 2**32 - 1], else raise ConfigError."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ConfigError(f"seed must be an integer, but got {seed!r}; use e.g. --seed 0")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(
+            f"seed must be in [0, {MAX_SEED}] (2**32 - 1), but got {seed}; use a seed in range, "
+            "e.g. --seed 0"
+        )
+    return int(seed)
+
+
 def class_split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
     """How many of ``n`` images of one class go to train, val and test (val, test at least 1)."""
     n_val = max(1, math.floor(n * fractions[1] + 0.5))
@@ -83,6 +99,7 @@ def split_indices(
     rest into train; a class too small for that raises :class:`DataError`.
     With ``predefined`` ((N,) 0 train / 1 val / 2 test, e.g. MedMNIST's): that split is kept.
     """
+    seed = check_seed(seed)
     labels = np.asarray(labels)
     n_classes = len(class_names) if class_names is not None else int(labels.max(initial=-1)) + 1
     names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image
 
@@ -36,14 +38,176 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.argmax(flat))
 
 
+UNIT_MAX = 1.0
+"""A float image whose values all lie in [0, UNIT_MAX] is read as a [0, 1] image."""
+BYTE_MIN_PEAK = 2.0
+"""A float image is read as [0, 255] only if its largest value is above this..."""
+BYTE_MIN_SHARE = 0.5
+"""...and more than this share of its non-zero values are above 1."""
+MIN_SIDE_FRACTION = 4
+"""Images with a side shorter than ``image_size / MIN_SIDE_FRACTION`` are refused."""
+MAX_ASPECT = 2.0
+"""Images longer than ``MAX_ASPECT`` times their width (or the other way round) are refused."""
+SIXTEEN_BIT_MAX = 65535
+
+
+def _float_to_uint8(images: np.ndarray, where: str, key: str) -> tuple[np.ndarray, str]:
+    """Read a finite float array in [0, 255] as [0, 1] or [0, 255] images, refusing doubt.
+
+    Per image: *unit* when every value is at most 1; *byte* when its largest value is above
+    2 and more than half of its non-zero values are above 1; all-black images are either.
+    The array must be all unit or all byte: anything else (a stray value above 1 in
+    [0, 1] images, images in [0, 1.5], a mix of both scales) is refused with the counts.
+    """
+    n = images.shape[0]
+    flat = images.reshape(n, -1)
+    peak = flat.max(axis=1)
+    if float(peak.max()) <= UNIT_MAX:
+        scaled = np.rint(images * 255.0).astype(np.uint8)
+        return scaled, f"scaled {n} float images from [0, 1] to 0..255 (uint8)"
+    above = (flat > UNIT_MAX).sum(axis=1)
+    nonzero = np.count_nonzero(flat, axis=1)
+    black = peak == 0
+    unit = (peak <= UNIT_MAX) & ~black
+    byte = (peak > BYTE_MIN_PEAK) & (above > BYTE_MIN_SHARE * nonzero)
+    odd = ~(black | unit | byte)
+    fix = "scale every image to [0, 1] or every image to [0, 255], or save them as uint8"
+    if odd.any():
+        i = int(np.argmax(odd))
+        raise fail(
+            where,
+            f"'{key}' is a float array whose scale is ambiguous: {int(odd.sum())} image(s) are "
+            f"neither in [0, 1] nor clearly in [0, 255] (e.g. image {i}: largest value "
+            f"{float(peak[i]):g}, {int(above[i])} of its {int(nonzero[i])} non-zero values "
+            f"above 1), while {int(unit.sum())} image(s) lie in [0, 1]",
+            fix,
+        )
+    if unit.any():
+        i, j = int(np.argmax(unit)), int(np.argmax(byte))
+        raise fail(
+            where,
+            f"'{key}' mixes two scales: {int(unit.sum())} float image(s) lie in [0, 1] (e.g. "
+            f"image {i}) and {int(byte.sum())} reach up to 255 (e.g. image {j}, largest value "
+            f"{float(peak[j]):g})",
+            fix,
+        )
+    return np.rint(images).astype(np.uint8), f"rounded {n} float images in [0, 255] to uint8"
+
+
+def scale_16bit(values: np.ndarray) -> np.ndarray:
+    """Map 16-bit values 0..65535 onto 0..255 (round(v * 255 / 65535)) as uint8."""
+    wide = values.astype(np.uint32)
+    return ((wide * 255 + SIXTEEN_BIT_MAX // 2) // SIXTEEN_BIT_MAX).astype(np.uint8)
+
+
+def sixteen_bit_note(n: int, peak: int) -> str:
+    """The note saying how ``n`` 16-bit images were brought to 8 bits."""
+    note = (
+        f"scaled {n} 16-bit images to 8 bits over the full 16-bit range "
+        f"(0..65535 -> 0..255; largest value found {peak})"
+    )
+    if peak < 4096:
+        note += (
+            ": the values stay below 4096 (12-bit data?), so the images come out dark; "
+            "rescale them to 0..255 yourself to use the full 8-bit range"
+        )
+    return note
+
+
+def _to_uint8(images: np.ndarray, where: str, *, key: str, convert: bool) -> tuple[np.ndarray, str]:
+    """Bring a non-uint8 pixel array to uint8, or refuse it when its meaning is unclear."""
+    lo, hi = float(images.min()), float(images.max())
+    if images.dtype == np.uint16 and hi > 255:
+        if not convert:
+            raise fail(
+                where,
+                f"'{key}' holds 16-bit pixel values (dtype uint16, up to {hi:g}), "
+                "but blood-automl needs 8-bit ones",
+                "pass --convert (convert=True) to scale the full 16-bit range 0..65535 to "
+                "0..255, or save the images as uint8",
+            )
+        return scale_16bit(images), sixteen_bit_note(images.shape[0], int(hi))
+    if lo < 0 or hi > 255:
+        i = _first_bad((images < 0) | (images > 255))
+        bad = lo if lo < 0 else hi
+        raise fail(
+            where,
+            f"'{key}' must hold pixel values in [0, 255], but got {bad:g} in image {i}",
+            "rescale the images to 0..255 and save them as uint8",
+        )
+    if images.dtype.kind == "f":
+        return _float_to_uint8(images, where, key)
+    n = images.shape[0]
+    return images.astype(np.uint8), f"converted {n} images from {images.dtype} to uint8"
+
+
+def geometry_problem(width: int, height: int, image_size: int) -> str | None:
+    """Why a ``width`` x ``height`` image cannot honestly become ``image_size`` square, or None.
+
+    Refused: an aspect ratio above :data:`MAX_ASPECT` (the centre crop would keep less than
+    half of the picture) and a side shorter than ``image_size / MIN_SIDE_FRACTION`` (more
+    than a 4x enlargement invents the picture).
+    """
+    short, long = min(width, height), max(width, height)
+    if long > MAX_ASPECT * short:
+        return f"aspect ratio {round(long / short, 2):g}:1 (more than {MAX_ASPECT:g}:1)"
+    if short * MIN_SIDE_FRACTION < image_size:
+        return f"smaller than a quarter of --image-size {image_size}"
+    return None
+
+
+def geometry_fix(image_size: int) -> str:
+    """How to fix images refused by :func:`geometry_problem`."""
+    need = -(-image_size // MIN_SIDE_FRACTION)
+    return (
+        f"crop or pad the images to (near) square, at most {MAX_ASPECT:g}:1, with sides of at "
+        f"least {need} px for --image-size {image_size} (or choose a smaller --image-size)"
+    )
+
+
+def check_geometry(images: np.ndarray, image_size: int, where: str, key: str = "images") -> None:
+    """Refuse an (N, H, W[, C]) array whose images are too small or too long for ``image_size``."""
+    h, w = int(images.shape[1]), int(images.shape[2])
+    problem = geometry_problem(w, h, image_size)
+    if problem is not None:
+        raise fail(
+            where,
+            f"all {images.shape[0]} images in '{key}' are {w}x{h}: {problem}",
+            geometry_fix(image_size),
+        )
+
+
+def name_key(name: str) -> str:
+    """A class name folded for comparison: case, spaces, underscores and hyphens ignored."""
+    return " ".join(name.casefold().replace("_", " ").replace("-", " ").split())
+
+
+def check_distinct_names(names: Sequence[str], where: str, what: str, fix: str) -> None:
+    """Refuse class names that differ only by case, spaces, underscores or hyphens."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name_key(name), []).append(name)
+    clashes = [g for g in groups.values() if len(g) > 1]
+    if clashes:
+        shown = "; ".join(", ".join(repr(n) for n in g) for g in clashes[:3])
+        raise fail(
+            where,
+            f"{what} {shown} differ only in case, spaces, underscores or hyphens, so one "
+            "class would be split into several",
+            fix,
+        )
+
+
 def to_rgb_uint8(
     images: np.ndarray, where: str, *, convert: bool, key: str = "images"
 ) -> tuple[np.ndarray, list[str]]:
     """Check an image array and return it as (N, H, W, 3) uint8, with notes on any conversion.
 
     Accepts uint8; other integer types and floats are accepted when their values are
-    pixel values (floats in [0, 1] are scaled by 255). Grayscale (N, H, W) or (N, H, W, 1)
-    and RGBA (N, H, W, 4) are converted only when ``convert`` is true.
+    pixel values: floats are read as [0, 1] or [0, 255] images only when that is clear
+    (see :func:`_float_to_uint8`), and uint16 values above 255 are scaled from the full
+    16-bit range, only with ``convert``. Grayscale (N, H, W) or (N, H, W, 1) and RGBA
+    (N, H, W, 4) are converted only when ``convert`` is true.
     """
     notes: list[str] = []
     kind = images.dtype.kind
@@ -89,24 +253,9 @@ def to_rgb_uint8(
                 f"'{key}' holds a non-finite value ({bad}) in image {i}",
                 "fix or drop the images with NaN or infinite pixels",
             )
-    if kind != "u" or images.dtype != np.uint8:
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0 or hi > 255:
-            i = _first_bad((images < 0) | (images > 255))
-            bad = lo if lo < 0 else hi
-            raise fail(
-                where,
-                f"'{key}' must hold pixel values in [0, 255], but got {bad:g} in image {i}",
-                "rescale the images to 0..255 and save them as uint8",
-            )
-        if kind == "f" and hi <= 1.0:
-            images = np.rint(images * 255.0).astype(np.uint8)
-            notes.append(f"scaled {images.shape[0]} float images from [0, 1] to uint8")
-        else:
-            if kind == "f":
-                images = np.rint(images)
-            notes.append(f"converted {images.shape[0]} images from {images.dtype} to uint8")
-            images = images.astype(np.uint8)
+    if images.dtype != np.uint8:
+        images, note = _to_uint8(images, where, key=key, convert=convert)
+        notes.append(note)
 
     if images.ndim == 3:
         images = images[..., None]
@@ -181,6 +330,12 @@ def _names_from_array(class_names: np.ndarray, where: str) -> tuple[str, ...]:
                 "give each class one unique name",
             )
         seen.add(n)
+    check_distinct_names(
+        names,
+        where,
+        "'class_names'",
+        "give each class one name (one spelling) in class_names",
+    )
     return names
 
 
@@ -236,6 +391,12 @@ def to_labels(
         else:
             if names is None:
                 names = tuple(sorted(set(text)))
+                check_distinct_names(
+                    names,
+                    where,
+                    f"the labels in '{key}'",
+                    "spell each class one way in the labels (e.g. all lower case)",
+                )
                 if len(names) < 2:
                     raise fail(
                         where,

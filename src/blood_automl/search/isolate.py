@@ -93,7 +93,7 @@ def _train(job: TrialJob) -> tuple[str, Any]:
     trial = optuna.Trial(study, job.trial_id)
     ctx = SearchContext(
         space=Space.from_dict(job.space, source=f"study '{job.study}'"),
-        data=load_prepared(Path(job.data_dir), verify=False),
+        data=load_prepared(Path(job.data_dir), verify="quick"),
         weights=job.weights,
         objective=job.objective,
         patience=job.patience,
