@@ -77,10 +77,15 @@ def classify(exc: BaseException) -> Kind:
 
 
 def stop_message(reason: str, trial: int | None, finished: int | None, target: int) -> str:
-    """The one line a search stopped by an environment error ends with (without the resume)."""
+    """The one line a search stopped by an environment error ends with (the resume command follows).
+
+    ``trial`` is the trial that was running and is not counted; None when the stop came
+    between trials (``reason`` then says which trial, if any, it came after).
+    """
     where = "" if trial is None else f" while running trial {trial}"
     done = "" if finished is None else f"; {finished} of {target} trials are finished"
+    uncounted = "" if trial is None else f", trial {trial} is not counted"
     return (
-        f"the search stopped{where}: {reason}{done}; the trial is not counted and what was "
-        f"trained is kept; fix the disk, store, weights or data problem and resume with"
+        f"the search stopped{where}: {reason}{done}{uncounted} and what was trained is kept; "
+        f"fix the disk, store, weights or data problem and resume with"
     )

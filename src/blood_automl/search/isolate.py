@@ -107,12 +107,17 @@ def _run_job(job: TrialJob) -> tuple[str, Any]:
     from blood_automl.trainer import configure
 
     configure(threads=job.threads)
-    storage = open_storage(job.storage_url, heartbeat=False)
-    study = optuna.load_study(
-        study_name=job.study, storage=storage, sampler=optuna.samplers.RandomSampler()
-    )
-    study.pruner = make_pruner(settings_of(study))
-    trial = optuna.Trial(study, job.trial_id)
+    try:
+        storage = open_storage(job.storage_url, heartbeat=False)
+        study = optuna.load_study(
+            study_name=job.study, storage=storage, sampler=optuna.samplers.RandomSampler()
+        )
+        study.pruner = make_pruner(settings_of(study))
+        trial = optuna.Trial(study, job.trial_id)
+    except Exception as exc:  # the store is not one every process can open: not the trial
+        raise StorageError(
+            f"the trial's process cannot open study '{job.study}' in its store ({one_line(exc)})"
+        ) from exc
     artifact_store, artifact_error = None, None
     try:
         artifact_store = artifact_store_for(job.storage_url, job.study)

@@ -20,6 +20,8 @@ from blood_automl.studies.budget import INTERRUPTED_ATTR as INTERRUPTED
 FAIL_REASON = "fail_reason"
 WARNINGS = "warnings"
 """User attribute: what went wrong around a trial that still counts (figures not written)."""
+STOP_AFTER = "stop_after"
+"""User attribute of a trial that completed although the disk failed: the search stops after it."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -141,15 +143,21 @@ def _save_figures(
     history: list[dict[str, Any]],
     metrics: dict[str, Any],
 ) -> None:
-    """Upload the trial's figures; a failure (a full or read-only disk) becomes a warning."""
-    problem = ctx.artifact_error
+    """Upload the trial's figures; a failure becomes a warning, and the trial keeps its value.
+
+    When the disk failed (a full or read-only disk, not a plotting error) the trial is
+    also marked :data:`STOP_AFTER`: the search stops once it is recorded COMPLETE.
+    """
+    problem, disk = ctx.artifact_error, ctx.artifact_error is not None
     if problem is None:
         try:
             _upload_figures(ctx, trial, config, history, metrics)
         except Exception as exc:
-            problem = one_line(exc)
+            problem, disk = one_line(exc), classify(exc) == "environment"
     if problem is not None:
         trial.set_user_attr(WARNINGS, [f"figures not written: {problem}"])
+        if disk:
+            trial.set_user_attr(STOP_AFTER, f"its figures could not be written ({problem})")
 
 
 def stop_trial(trial: optuna.Trial, reason: str) -> EnvironmentStop:

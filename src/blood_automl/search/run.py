@@ -27,6 +27,7 @@ from blood_automl.search.faults import EnvironmentStop, classify, stop_message
 from blood_automl.search.objective import (
     FAIL_REASON,
     INTERRUPTED,
+    STOP_AFTER,
     WARNINGS,
     Interrupted,
     SearchContext,
@@ -125,6 +126,17 @@ def _choose_space(options: SearchOptions, stored: dict[str, Any] | None, notes: 
 
 
 def _prepare(options: SearchOptions, folder: Path, notes: list[str]) -> PreparedData:
+    try:
+        return _prepare_data(options, folder, notes)
+    except OSError as exc:  # a full or read-only disk while writing the prepared data
+        where = exc.filename or folder / "data"
+        raise StorageError(
+            f"cannot write the prepared data in {where} ({exc.strerror or exc}); free space "
+            f"or make {folder} writable, then run the command again"
+        ) from None
+
+
+def _prepare_data(options: SearchOptions, folder: Path, notes: list[str]) -> PreparedData:
     data_dir = folder / "data"
     if options.data is None:
         if not (data_dir / "manifest.json").is_file():
@@ -301,6 +313,26 @@ def _stored_study(options: SearchOptions) -> tuple[BaseStorage | None, dict[str,
     return storage, None
 
 
+def check_folder(folder: Path) -> None:
+    """Refuse a study folder that cannot be made: a file stands where it or a parent must be.
+
+    Nothing is created; a folder that exists must be a folder this process may write in.
+    """
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            if path == folder and not os.access(path, os.W_OK | os.X_OK):
+                raise StorageError(
+                    f"the study folder {folder} is not writable; make it writable, or use "
+                    f"another --study or --storage"
+                )
+            return
+        if path.exists() or path.is_symlink():
+            raise StorageError(
+                f"the study folder {folder} cannot be made: {path} is a file, not a folder; "
+                f"move that file away, or use another --study or --storage"
+            )
+
+
 def _check_weights(space: Space, weights: str) -> None:
     from blood_automl.trainer import check_weights
 
@@ -330,8 +362,10 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
     options = resolve_options(options, stored, notes)
     space = _choose_space(options, None if stored is None else stored.get(SPACE_ATTR), notes)
     check_space_fits(space, options.image_size)
+    folder = study_dir(options.storage, options.study)
     if worker == 0:
         check_data_source(options.data)
+        check_folder(folder)
 
     from blood_automl.trainer import configure, weights_mode
 
@@ -341,7 +375,8 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
         _check_weights(space, weights)
     if storage is None:
         storage = open_storage(options.storage)
-    folder = study_dir(options.storage, options.study)
+    if worker == 0:
+        artifact_store_for(options.storage, options.study)  # made now, or refused: one line
     had_data = (folder / "data").exists()
     data = _prepare(options if worker == 0 else replace(options, data=None), folder, notes)
 
@@ -399,6 +434,13 @@ def stopped_by_environment(
     return SearchStopped(f"{message}: {resume_command(options)}")
 
 
+def stop_after(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna callback: stop the search after a trial that completed although the disk failed."""
+    reason = trial.user_attrs.get(STOP_AFTER)
+    if reason and trial.state == TrialState.COMPLETE:
+        raise EnvironmentStop(f"trial {trial.number} is complete and kept, but {reason}")
+
+
 class TrialNotes:
     """Optuna callback: print the warnings a finished trial recorded (figures not written)."""
 
@@ -437,7 +479,9 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
     )
     streak = FailureStreak(options.max_failures)
     notes = TrialNotes(None if progress is None else progress.console)
-    callbacks: list[Any] = [streak] if progress is None else [progress.on_trial_end, notes, streak]
+    callbacks: list[Any] = [streak, stop_after]
+    if progress is not None:
+        callbacks = [progress.on_trial_end, notes, *callbacks]
     try:
         with stop_signals(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
