@@ -204,7 +204,7 @@ def search_command(
         int | None,
         typer.Option(
             "--workers",
-            help="Worker processes on this machine, at most one per core with 1.5 GiB of "
+            help="Worker processes on this machine, at most two per core with 1.5 GiB of "
             "memory each. Default: one per GPU (each gets its own), or one without GPUs.",
             show_default=False,
         ),

@@ -23,6 +23,7 @@ MAX_TRIALS = 100_000
 MAX_TIMEOUT = 366 * 24 * 3600.0
 WORKER_MEMORY = 1.5 * 2**30
 """Bytes of memory one CPU worker needs: TensorFlow, the prepared data and a small model."""
+WORKERS_PER_CORE = 2
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,22 @@ class SearchOptions:
 
 @dataclass(frozen=True)
 class Capacity:
-    """How many search workers this machine can hold, and why."""
+    """How many search workers this machine can hold, and why.
+
+    Memory is the hard limit (a worker past it is killed by the system): each worker needs
+    :data:`WORKER_MEMORY`. Cores are shared, each worker getting its share of TensorFlow's
+    threads, up to :data:`WORKERS_PER_CORE` workers a core.
+    """
 
     cores: int
     memory: int | None  # bytes, None when unknown
 
     @property
     def workers(self) -> int:
-        """One worker per core, each with :data:`WORKER_MEMORY` of memory."""
-        by_memory = self.cores if self.memory is None else int(self.memory // WORKER_MEMORY)
-        return max(1, min(self.cores, by_memory))
+        """The most workers this machine runs: its memory's worth, at most two a core."""
+        by_cores = WORKERS_PER_CORE * self.cores
+        by_memory = by_cores if self.memory is None else int(self.memory // WORKER_MEMORY)
+        return max(1, min(by_cores, by_memory))
 
     def describe(self) -> str:
         memory = "" if self.memory is None else f", {self.memory / 2**30:.1f} GiB of memory"
@@ -152,7 +159,7 @@ def _check_workers(workers: int | None, capacity: Capacity | None) -> None:
     if workers > capacity.workers:
         raise ConfigError(
             f"--workers {workers} is more than this machine can run ({capacity.describe()}: "
-            f"each worker needs a core and about {WORKER_MEMORY / 2**30:.1f} GiB); give "
+            f"each worker needs about {WORKER_MEMORY / 2**30:.1f} GiB and half a core); give "
             f"--workers {capacity.workers} or fewer, and more machines on one --storage for more"
         )
 
