@@ -333,10 +333,10 @@ def check_folder(folder: Path) -> None:
             )
 
 
-def _check_weights(space: Space, weights: str) -> None:
+def _check_weights(space: Space, weights: str, image_size: int) -> None:
     from blood_automl.trainer import check_weights
 
-    problems = check_weights(space.backbones, weights)
+    problems = check_weights(space.backbones, weights, image_size)
     if problems:
         raise ConfigError(
             f"ImageNet weights missing or unreadable for {len(problems)} backbone(s) of the "
@@ -372,7 +372,7 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
     configure(threads=options.threads)
     weights = weights_mode(options.weights)
     if worker == 0:
-        _check_weights(space, weights)
+        _check_weights(space, weights, options.image_size)
     if storage is None:
         storage = open_storage(options.storage)
     if worker == 0:

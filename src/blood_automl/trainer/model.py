@@ -51,15 +51,31 @@ def keras_cache_dir() -> Path:
     return Path(home).expanduser() / "models"
 
 
-def _weights_argument(spec: BackboneSpec, weights: str) -> str | None:
+# keras.applications backbones whose ImageNet file depends on the input size: the sizes
+# with their own file (others load the 224 px one).
+_SIZED_WEIGHTS = {
+    "MobileNet": (128, 160, 192, 224),
+    "MobileNetV2": (96, 128, 160, 192, 224),
+}
+
+
+def weights_file(spec: BackboneSpec, image_size: int) -> str:
+    """The name of the no-top ImageNet file Keras loads for ``spec`` at ``image_size``."""
+    if image_size in _SIZED_WEIGHTS.get(spec.app, ()):
+        return spec.weights_file.replace("_224_", f"_{image_size}_")
+    return spec.weights_file
+
+
+def _weights_argument(spec: BackboneSpec, weights: str, image_size: int) -> str | None:
     if weights == "none":
         return None
     if weights == "imagenet":
         return "imagenet"
-    path = Path(weights) / spec.weights_file
+    name = weights_file(spec, image_size)
+    path = Path(weights) / name
     if not path.is_file():
         raise WeightsFileError(
-            f"weights file for {spec.name} not found: {path}; put {spec.weights_file} "
+            f"weights file for {spec.name} not found: {path}; put {name} "
             f"into {weights} or use --weights imagenet / --weights none"
         )
     return str(path)
@@ -97,10 +113,13 @@ def unreadable_weights(path: Path) -> str | None:
     return None
 
 
-def check_weights(backbones: Iterable[str], weights: str | Path | None) -> list[str]:
+def check_weights(
+    backbones: Iterable[str], weights: str | Path | None, image_size: int = 96
+) -> list[str]:
     """Return one line per backbone whose ImageNet weights cannot be had (empty when all can).
 
-    With a folder, each backbone's file must be there and load (:func:`unreadable_weights`).
+    Files are named as Keras names them for ``image_size`` (:func:`weights_file`). With a
+    folder, each backbone's file must be there and load (:func:`unreadable_weights`).
     With ``imagenet`` a file already in the Keras cache must load; a missing one is
     downloaded by building the backbone once with ``weights="imagenet"`` (Keras's own
     download, with its hash check). Nothing is trained.
@@ -111,22 +130,23 @@ def check_weights(backbones: Iterable[str], weights: str | Path | None) -> list[
     problems = []
     for name in dict.fromkeys(backbones):
         spec = get_backbone(name)
+        name = weights_file(spec, image_size)
         folder = keras_cache_dir() if mode == "imagenet" else Path(mode)
-        path = folder / spec.weights_file
+        path = folder / name
         if path.is_file():
             reason = unreadable_weights(path)
             if reason is not None:
                 problems.append(f"{spec.name}: {path} cannot be loaded ({reason})")
             continue
         if mode != "imagenet":
-            problems.append(f"{spec.name}: {spec.weights_file} is not in {mode}")
+            problems.append(f"{spec.name}: {name} is not in {mode}")
             continue
         try:
-            build_backbone(spec, max(96, spec.min_size), "imagenet")
+            build_backbone(spec, max(image_size, spec.min_size), "imagenet")
         except Exception as exc:  # no network, refused download, bad hash
             reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
             problems.append(
-                f"{spec.name}: {spec.weights_file} is not in {keras_cache_dir()} "
+                f"{spec.name}: {name} is not in {keras_cache_dir()} "
                 f"and could not be downloaded ({reason})"
             )
         finally:
@@ -145,7 +165,7 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str) -> keras.M
     if spec.app.startswith("MobileNetV3"):
         kwargs["include_preprocessing"] = True
     constructor = getattr(keras.applications, spec.app)
-    source = _weights_argument(spec, weights)
+    source = _weights_argument(spec, weights, image_size)
     backbone = constructor(
         include_top=False,
         weights="imagenet" if source == "imagenet" else None,
@@ -169,7 +189,7 @@ def _load_weights_file(backbone: keras.Model, spec: BackboneSpec, path: Path) ->
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise WeightsFileError(
             f"weights file {path} cannot be loaded into {spec.name} ({reason}); put the "
-            f"Keras ImageNet file {spec.weights_file} there, or use --weights imagenet / none"
+            f"Keras ImageNet file {path.name} there, or use --weights imagenet / none"
         ) from None
 
 

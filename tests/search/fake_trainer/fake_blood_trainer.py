@@ -94,7 +94,9 @@ def weights_mode(weights: str | Path | None) -> str:
     return str(Path(weights).expanduser())
 
 
-def check_weights(backbones: Iterable[str], weights: str | Path | None) -> list[str]:
+def check_weights(
+    backbones: Iterable[str], weights: str | Path | None, image_size: int = 96
+) -> list[str]:
     """No missing weights for ``none`` or ``imagenet``; a folder must hold each backbone's file."""
     mode = weights_mode(weights)
     if mode in ("none", "imagenet"):
