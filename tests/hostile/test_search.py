@@ -170,12 +170,12 @@ CASES = [
     Case(
         "seed-2-to-the-32",
         seed_too_big,
-        "--seed must be a whole number from 0 to 4294967295",
+        "--seed must be at least 0 and at most 4294967295",
         "give --seed in that range",
         writes=True,  # nothing is written; the check then runs the corrected command
         check=corrected_seed_reruns,
     ),
-    Case("seed-negative", seed_negative, "--seed must be a whole number", "give --seed"),
+    Case("seed-negative", seed_negative, "--seed must be at least 0", "give --seed"),
     Case(
         "image-size-below-backbone-minimum",
         image_size_below_backbone,
@@ -189,9 +189,14 @@ CASES = [
         "--workers 1000 is more than this machine can run",
         "or fewer",
     ),
-    Case("timeout-nan", timeout_nan, "--timeout must be a number of seconds", "--timeout 3600"),
+    Case("timeout-nan", timeout_nan, "--timeout must be a positive number", "--timeout 3600"),
     Case("timeout-inf", timeout_inf, "but got inf", "leave it out"),
-    Case("trials-huge", trials_huge, "--trials must be a whole number", "give --trials"),
+    Case(
+        "trials-huge",
+        trials_huge,
+        "--trials must be at least 1 and at most 100000",
+        "give --trials",
+    ),
     Case(
         "weights-dir-corrupt-file",
         weights_file_corrupt,

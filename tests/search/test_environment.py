@@ -99,7 +99,7 @@ ROOMY = Capacity(cores=8, memory=64 * 2**30)
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (SearchOptions(seed=2**32), "--seed must be a whole number from 0 to 4294967295"),
+        (SearchOptions(seed=2**32), "--seed must be at least 0 and at most 4294967295"),
         (SearchOptions(seed=-1), "--seed must be"),
         (SearchOptions(timeout=float("nan")), "--timeout must be"),
         (SearchOptions(timeout=float("inf")), "--timeout must be"),

@@ -85,7 +85,8 @@ def stop_message(reason: str, trial: int | None, finished: int | None, target: i
     where = "" if trial is None else f" while running trial {trial}"
     done = "" if finished is None else f"; {finished} of {target} trials are finished"
     uncounted = "" if trial is None else f", trial {trial} is not counted"
+    kept = " and the finished ones are kept" if finished else ""
     return (
-        f"the search stopped{where}: {reason}{done}{uncounted} and what was trained is kept; "
+        f"the search stopped{where}: {reason}{done}{uncounted}{kept}; "
         f"fix the disk, store, weights or data problem and resume with"
     )

@@ -116,8 +116,9 @@ def check_options(options: SearchOptions, capacity: Capacity | None = None) -> N
         t = options.timeout
         if not isinstance(t, int | float) or not math.isfinite(t) or not 0 < t <= MAX_TIMEOUT:
             raise ConfigError(
-                f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT:.0f}], but got {t}; "
-                f"give e.g. --timeout 3600, or leave it out to run until --trials are finished"
+                f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT:.0f} "
+                f"(a year), but got {t}; give e.g. --timeout 3600, or leave it out to run "
+                f"until --trials are finished"
             )
     _check_whole("--seed", options.seed, 0, MAX_SEED)
     _check_image_size(options.image_size)
@@ -138,8 +139,8 @@ def check_options(options: SearchOptions, capacity: Capacity | None = None) -> N
 def _check_whole(option: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(
-            f"{option} must be a whole number from {low} to {high}, but got {value}; "
-            f"give {option} in that range"
+            f"{option} must be at least {low} and at most {high} (a whole number), but got "
+            f"{value}; give {option} in that range"
         )
 
 
