@@ -322,14 +322,14 @@ def check_folder(folder: Path) -> None:
         if path.is_dir():
             if path == folder and not os.access(path, os.W_OK | os.X_OK):
                 raise StorageError(
-                    f"the study folder {folder} is not writable; make it writable, or use "
-                    f"another --study or --storage"
+                    f"the study folder {folder} is not writable; make it writable, or "
+                    f"choose another --study or --storage"
                 )
             return
         if path.exists() or path.is_symlink():
             raise StorageError(
                 f"the study folder {folder} cannot be made: {path} is a file, not a folder; "
-                f"move that file away, or use another --study or --storage"
+                f"move that file away, or choose another --study or --storage"
             )
 
 
