@@ -220,7 +220,9 @@ def search_command(
 
     Prepares the data once (clean, split, cache), checks that every backbone's weights
     can be had, queues the published recipes, then trains trials until the study has
-    --trials finished ones. Running it again resumes the study. Ctrl-C stops cleanly.
+    --trials finished ones. Running it again resumes the study, with its stored
+    settings for the options left out. Ctrl-C stops cleanly; a failing disk, store,
+    weights file or data stops it with exit code 1, the running trial not counted.
 
     \b
     Example:  blood-automl search --data training_set.npz --trials 100
