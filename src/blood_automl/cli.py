@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -119,6 +119,9 @@ STORAGE_HELP = (
 )
 
 
+FROM_STUDY = "Left out: the study's value when resuming, else"
+
+
 @app.command("search")
 def search_command(
     data: Annotated[
@@ -157,34 +160,60 @@ def search_command(
         ),
     ] = None,
     weights: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--weights",
-            help="imagenet (Keras cache), none (from scratch), or a folder of weight files.",
+            help="imagenet (Keras cache), none (from scratch), or a folder of weight files. "
+            f"{FROM_STUDY} imagenet.",
+            show_default=False,
         ),
-    ] = "imagenet",
-    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 96,
+    ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size", help=f"Image side in pixels. {FROM_STUDY} 96.", show_default=False
+        ),
+    ] = None,
     objective: Annotated[
-        str,
-        typer.Option("--objective", help="accuracy, balanced_accuracy or macro_f1 (validation)."),
-    ] = "accuracy",
+        str | None,
+        typer.Option(
+            "--objective",
+            help=f"accuracy, balanced_accuracy or macro_f1 (validation). {FROM_STUDY} accuracy.",
+            show_default=False,
+        ),
+    ] = None,
     recipes: Annotated[
         bool,
         typer.Option(
             "--recipes/--no-recipes", help="Queue the published recipes as the first trials."
         ),
     ] = True,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, sampler and trials.")] = 0,
-    sampler: Annotated[str, typer.Option("--sampler", help="tpe, random or gp.")] = "tpe",
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help=f"Seed of the split, sampler and trials, 0 to 2**32-1. {FROM_STUDY} 0.",
+            show_default=False,
+        ),
+    ] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option("--sampler", help=f"tpe, random or gp. {FROM_STUDY} tpe.", show_default=False),
+    ] = None,
     pruner: Annotated[
-        str, typer.Option("--pruner", help="hyperband, median or none.")
-    ] = "hyperband",
+        str | None,
+        typer.Option(
+            "--pruner",
+            help=f"hyperband, median or none. {FROM_STUDY} hyperband.",
+            show_default=False,
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
             "--workers",
-            help="Worker processes on this machine. Default: one per GPU (each gets its own), "
-            "or one without GPUs.",
+            help="Worker processes on this machine, at most two per core with 1.5 GiB of "
+            "memory each. Default: one per GPU (each gets its own), or one without GPUs.",
             show_default=False,
         ),
     ] = None,
@@ -199,7 +228,9 @@ def search_command(
 
     Prepares the data once (clean, split, cache), checks that every backbone's weights
     can be had, queues the published recipes, then trains trials until the study has
-    --trials finished ones. Running it again resumes the study. Ctrl-C stops cleanly.
+    --trials finished ones. Running it again resumes the study, with its stored
+    settings for the options left out. Ctrl-C stops cleanly; a failing disk, store,
+    weights file or data stops it with exit code 1, the running trial not counted.
 
     \b
     Example:  blood-automl search --data training_set.npz --trials 100
@@ -210,6 +241,15 @@ def search_command(
 
     from blood_automl.search import SearchOptions, SearchStopped, print_summary, run_search
 
+    resumable = {  # left out (None): the study's stored value on resume
+        "weights": weights,
+        "image_size": image_size,
+        "objective": objective,
+        "seed": seed,
+        "sampler": sampler,
+        "pruner": pruner,
+    }
+    given: dict[str, Any] = {k: v for k, v in resumable.items() if v is not None}
     options = SearchOptions(
         data=data,
         trials=trials,
@@ -218,16 +258,12 @@ def search_command(
         storage=storage,
         preset=preset,
         space=None if space is None else str(space),
-        weights=weights,
-        image_size=image_size,
-        objective=objective,
         recipes=recipes,
-        seed=seed,
-        sampler=sampler,
-        pruner=pruner,
         clean=not no_clean,
         convert=convert,
         workers=workers,
+        given=frozenset(given),
+        **given,
     )
     console = Console()
     try:

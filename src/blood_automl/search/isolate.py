@@ -21,13 +21,17 @@ from typing import Any
 
 import optuna
 
+from blood_automl.errors import StorageError
+from blood_automl.search.faults import classify
 from blood_automl.search.objective import (
     FAIL_REASON,
     Interrupted,
     SearchContext,
+    environment_guard,
     mark_interrupted,
     one_line,
     start_trial,
+    stop_trial,
     train_trial,
 )
 from blood_automl.spaces import TrialConfig
@@ -74,6 +78,24 @@ def _child(job: TrialJob, conn: Any) -> None:
 
 
 def _train(job: TrialJob) -> tuple[str, Any]:
+    """Train the job's trial; the outcome: a value, pruned, interrupted, failed or environment.
+
+    ``environment`` (the disk, the store, the weights or the data failed; see
+    :func:`~blood_automl.search.faults.classify`) stops the search in the parent, while
+    ``failed`` (the configuration could not train) fails only this trial.
+    """
+    try:
+        return _run_job(job)
+    except optuna.TrialPruned as exc:
+        return ("pruned", str(exc))
+    except Interrupted:
+        return ("interrupted", "")
+    except Exception as exc:
+        kind = "environment" if classify(exc) == "environment" else "failed"
+        return (kind, one_line(exc))
+
+
+def _run_job(job: TrialJob) -> tuple[str, Any]:
     from blood_automl.data import load_prepared
     from blood_automl.spaces import Space
     from blood_automl.studies import (
@@ -85,28 +107,32 @@ def _train(job: TrialJob) -> tuple[str, Any]:
     from blood_automl.trainer import configure
 
     configure(threads=job.threads)
-    storage = open_storage(job.storage_url, heartbeat=False)
-    study = optuna.load_study(
-        study_name=job.study, storage=storage, sampler=optuna.samplers.RandomSampler()
-    )
-    study.pruner = make_pruner(settings_of(study))
-    trial = optuna.Trial(study, job.trial_id)
+    try:
+        storage = open_storage(job.storage_url, heartbeat=False)
+        study = optuna.load_study(
+            study_name=job.study, storage=storage, sampler=optuna.samplers.RandomSampler()
+        )
+        study.pruner = make_pruner(settings_of(study))
+        trial = optuna.Trial(study, job.trial_id)
+    except Exception as exc:  # the store is not one every process can open: not the trial
+        raise StorageError(
+            f"the trial's process cannot open study '{job.study}' in its store ({one_line(exc)})"
+        ) from exc
+    artifact_store, artifact_error = None, None
+    try:
+        artifact_store = artifact_store_for(job.storage_url, job.study)
+    except StorageError as exc:
+        artifact_error = str(exc)
     ctx = SearchContext(
         space=Space.from_dict(job.space, source=f"study '{job.study}'"),
         data=load_prepared(Path(job.data_dir), verify="quick"),
         weights=job.weights,
         objective=job.objective,
         patience=job.patience,
-        artifact_store=artifact_store_for(job.storage_url, job.study),
+        artifact_store=artifact_store,
+        artifact_error=artifact_error,
     )
-    try:
-        value = train_trial(trial, TrialConfig.from_dict(job.config), job.seed, ctx)
-    except optuna.TrialPruned as exc:
-        return ("pruned", str(exc))
-    except Interrupted:
-        return ("interrupted", "")
-    except Exception as exc:
-        return ("failed", one_line(exc))
+    value = train_trial(trial, TrialConfig.from_dict(job.config), job.seed, ctx)
     return ("value", value)
 
 
@@ -166,9 +192,11 @@ def make_isolated_objective(
             raise optuna.TrialPruned(detail)
         if kind == "interrupted":
             raise Interrupted()
+        if kind == "environment":
+            raise stop_trial(trial, str(detail))
         raise RuntimeError(detail)
 
-    return objective
+    return environment_guard(objective)
 
 
 def _died(exitcode: int | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,11 +12,16 @@ from typing import Any
 import optuna
 
 from blood_automl.data import PreparedData
+from blood_automl.search.faults import STOPPED_PREFIX, EnvironmentStop, classify
 from blood_automl.search.plots import confusion_matrix_png, curves_png
 from blood_automl.spaces import Space, TrialConfig, suggest
 from blood_automl.studies.budget import INTERRUPTED_ATTR as INTERRUPTED
 
 FAIL_REASON = "fail_reason"
+WARNINGS = "warnings"
+"""User attribute: what went wrong around a trial that still counts (figures not written)."""
+STOP_AFTER = "stop_after"
+"""User attribute of a trial that completed although the disk failed: the search stops after it."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -33,6 +39,8 @@ class SearchContext:
     seed: int = 0
     patience: int | None = 3
     artifact_store: Any | None = None
+    # Why there is no artifact store (its folder cannot be made): trials then warn.
+    artifact_error: str | None = None
     on_epoch: Callable[[optuna.Trial, TrialConfig, int, float], None] | None = None
 
 
@@ -70,8 +78,12 @@ def start_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[TrialConfig, i
 def train_trial(trial: optuna.Trial, config: TrialConfig, seed: int, ctx: SearchContext) -> float:
     """Train ``config``, report every epoch to the trial's pruner, record what happened.
 
-    A failure is recorded on the trial (``fail_reason``; ``interrupted`` for SIGINT or
-    SIGTERM) and re-raised; a pruned trial raises :class:`optuna.TrialPruned`.
+    A failure of the configuration is recorded on the trial (``fail_reason``;
+    ``interrupted`` for SIGINT or SIGTERM) and re-raised; a pruned trial raises
+    :class:`optuna.TrialPruned`. An environment error (disk, store, weights, data; see
+    :func:`~blood_automl.search.faults.classify`) is re-raised unrecorded, for the caller
+    to stop the search. Figures that cannot be written leave a warning on the trial,
+    which keeps its value.
     """
     from blood_automl import trainer  # TensorFlow: only where a trial actually trains
 
@@ -103,7 +115,8 @@ def train_trial(trial: optuna.Trial, config: TrialConfig, seed: int, ctx: Search
         mark_interrupted(trial)
         raise Interrupted() from exc
     except Exception as exc:
-        trial.set_user_attr(FAIL_REASON, one_line(exc))
+        if classify(exc) == "trial":
+            trial.set_user_attr(FAIL_REASON, one_line(exc))
         raise
     finally:
         trainer.release()
@@ -119,8 +132,60 @@ def train_trial(trial: optuna.Trial, config: TrialConfig, seed: int, ctx: Search
     trial.set_user_attr("best_step", result.best_step)
     trial.set_user_attr("unfreeze_from", result.unfreeze_from)
     trial.set_user_attr("train_seconds", round(result.seconds, 1))
-    _upload_figures(ctx, trial, config, result.history, metrics)
+    _save_figures(ctx, trial, config, result.history, metrics)
     return float(result.best_value)
+
+
+def _save_figures(
+    ctx: SearchContext,
+    trial: optuna.Trial,
+    config: TrialConfig,
+    history: list[dict[str, Any]],
+    metrics: dict[str, Any],
+) -> None:
+    """Upload the trial's figures; a failure becomes a warning, and the trial keeps its value.
+
+    When the disk failed (a full or read-only disk, not a plotting error) the trial is
+    also marked :data:`STOP_AFTER`: the search stops once it is recorded COMPLETE.
+    """
+    problem, disk = ctx.artifact_error, ctx.artifact_error is not None
+    if problem is None:
+        try:
+            _upload_figures(ctx, trial, config, history, metrics)
+        except Exception as exc:
+            problem, disk = one_line(exc), classify(exc) == "environment"
+    if problem is not None:
+        trial.set_user_attr(WARNINGS, [f"figures not written: {problem}"])
+        if disk:
+            trial.set_user_attr(STOP_AFTER, f"its figures could not be written ({problem})")
+
+
+def stop_trial(trial: optuna.Trial, reason: str) -> EnvironmentStop:
+    """Mark ``trial`` stopped by an environment error (not counted) and return the stop to raise.
+
+    The marks are best effort: when the store itself failed they cannot be written, and
+    the trial is left as the store has it.
+    """
+    with contextlib.suppress(Exception):
+        trial.set_user_attr(INTERRUPTED, STOPPED_PREFIX + reason)
+        trial.set_user_attr(FAIL_REASON, reason)
+    return EnvironmentStop(reason, trial.number)
+
+
+def environment_guard(
+    objective: Callable[[optuna.Trial], float],
+) -> Callable[[optuna.Trial], float]:
+    """``objective``, with environment errors turned into :class:`EnvironmentStop`."""
+
+    def guarded(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except Exception as exc:
+            if classify(exc) == "environment":
+                raise stop_trial(trial, one_line(exc)) from exc
+            raise
+
+    return guarded
 
 
 def mark_interrupted(trial: optuna.Trial) -> None:
@@ -136,7 +201,7 @@ def make_objective(ctx: SearchContext) -> Callable[[optuna.Trial], float]:
         config, seed = start_trial(trial, ctx)
         return train_trial(trial, config, seed, ctx)
 
-    return objective
+    return environment_guard(objective)
 
 
 def _save_note(trial: optuna.Trial, config: TrialConfig) -> None:

@@ -22,24 +22,32 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from blood_automl.data import PreparedData, load_prepared, prepare_data
-from blood_automl.errors import BloodAutoMLError, ConfigError, DataError
+from blood_automl.errors import BloodAutoMLError, ConfigError, DataError, StorageError
+from blood_automl.search.faults import EnvironmentStop, classify, stop_message
 from blood_automl.search.objective import (
     FAIL_REASON,
     INTERRUPTED,
+    STOP_AFTER,
+    WARNINGS,
     Interrupted,
     SearchContext,
     make_objective,
+    one_line,
+)
+from blood_automl.search.options import (
+    SearchOptions,
+    check_data_source,
+    check_options,
+    check_space_fits,
+    resolve_options,
 )
 from blood_automl.search.progress import SearchProgress, top_table
 from blood_automl.spaces import Choices, Fixed, Space, applicable_recipes, load_space
 from blood_automl.studies import (
-    DEFAULT_STUDY,
     StudySettings,
     artifact_dir,
     artifact_store_for,
     create_or_load_study,
-    get_study,
-    list_studies,
     mask_url,
     open_storage,
     optimize_to_target,
@@ -47,6 +55,8 @@ from blood_automl.studies import (
     study_counts,
     summarize,
 )
+from blood_automl.studies.storage import storage_errors
+from blood_automl.studies.urls import DEFAULT_STORAGE, is_sqlite, parse_url, sqlite_file
 
 SPACE_ATTR = "space"
 RECIPE_ATTR = "recipe"
@@ -60,36 +70,6 @@ class SearchStopped(BloodAutoMLError):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True)
-class SearchOptions:
-    """Everything ``blood-automl search`` takes; defaults are the CLI's."""
-
-    data: str | None = None
-    trials: int = 100
-    timeout: float | None = None
-    study: str = DEFAULT_STUDY
-    storage: str | None = None
-    preset: str | None = None
-    space: str | None = None
-    weights: str = "imagenet"
-    image_size: int = 96
-    objective: str = "accuracy"
-    recipes: bool = True
-    seed: int = 0
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
-    clean: bool = True
-    convert: bool = False
-    max_failures: int = 5
-    patience: int = 3
-    # Worker processes on this machine (None: one per GPU, or one without GPUs) and the
-    # TensorFlow threads of each (None: all cores shared).
-    workers: int | None = 1
-    threads: int | None = None
-    # Train each trial in a fresh process (bounded memory over hundreds of trials).
-    isolate: bool = True
-
-
 @dataclass
 class SearchResult:
     """What a finished search run did."""
@@ -99,6 +79,7 @@ class SearchResult:
     counts: dict[str, int]
     top: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    options: SearchOptions | None = None  # as run (options left out taken from the study)
 
     @classmethod
     def of(cls, setup: SearchSetup, ran: int) -> SearchResult:
@@ -109,6 +90,7 @@ class SearchResult:
             counts=study_counts(setup.study),
             top=summarize(setup.study, top=5),
             notes=setup.notes,
+            options=setup.options,
         )
 
 
@@ -144,6 +126,17 @@ def _choose_space(options: SearchOptions, stored: dict[str, Any] | None, notes: 
 
 
 def _prepare(options: SearchOptions, folder: Path, notes: list[str]) -> PreparedData:
+    try:
+        return _prepare_data(options, folder, notes)
+    except OSError as exc:  # a full or read-only disk while writing the prepared data
+        where = exc.filename or folder / "data"
+        raise StorageError(
+            f"cannot write the prepared data in {where} ({exc.strerror or exc}); free space "
+            f"or make {folder} writable, then run the command again"
+        ) from None
+
+
+def _prepare_data(options: SearchOptions, folder: Path, notes: list[str]) -> PreparedData:
     data_dir = folder / "data"
     if options.data is None:
         if not (data_dir / "manifest.json").is_file():
@@ -302,61 +295,88 @@ class SearchSetup:
     data: PreparedData
     weights: str
     notes: list[str]
+    options: SearchOptions  # as run: options left out filled from the study
 
 
-def check_options(options: SearchOptions) -> None:
-    """Refuse option values no search can run with, before anything is written."""
-    if options.trials < 1:
-        raise ConfigError(f"--trials must be at least 1, but got {options.trials}")
-    if options.timeout is not None and options.timeout <= 0:
+def _stored_study(options: SearchOptions) -> tuple[BaseStorage | None, dict[str, Any] | None]:
+    """The storage and the study's stored attributes, when both exist; nothing is created."""
+    parsed = parse_url(options.storage or DEFAULT_STORAGE)
+    if is_sqlite(parsed):
+        path = sqlite_file(parsed)
+        if path is not None and not path.exists():
+            return None, None
+    storage = open_storage(options.storage)
+    with storage_errors(storage, f"reading study '{options.study}'"):
+        for frozen in storage.get_all_studies():
+            if frozen.study_name == options.study:
+                return storage, dict(frozen.user_attrs)
+    return storage, None
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse a study folder that cannot be made: a file stands where it or a parent must be.
+
+    Nothing is created; a folder that exists must be a folder this process may write in.
+    """
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            if path == folder and not os.access(path, os.W_OK | os.X_OK):
+                raise StorageError(
+                    f"the study folder {folder} is not writable; make it writable, or "
+                    f"choose another --study or --storage"
+                )
+            return
+        if path.exists() or path.is_symlink():
+            raise StorageError(
+                f"the study folder {folder} cannot be made: {path} is a file, not a folder; "
+                f"move that file away, or choose another --study or --storage"
+            )
+
+
+def _check_weights(space: Space, weights: str, image_size: int) -> None:
+    from blood_automl.trainer import check_weights
+
+    problems = check_weights(space.backbones, weights, image_size)
+    if problems:
         raise ConfigError(
-            f"--timeout must be a positive number of seconds, but got {options.timeout}"
+            f"ImageNet weights missing or unreadable for {len(problems)} backbone(s) of the "
+            f"{space.name} space: "
+            + "; ".join(problems)
+            + " -- put the Keras files there, narrow the space with --space, or use --weights none"
         )
-    if options.workers is not None and options.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, but got {options.workers}")
-    if options.space and options.preset:
-        raise ConfigError("give --preset or --space, not both (a space file names its base preset)")
-    if options.space or options.preset:
-        load_space(Path(options.space) if options.space else str(options.preset))
-    StudySettings(
-        objective=options.objective,  # type: ignore[arg-type]
-        sampler=options.sampler,  # type: ignore[arg-type]
-        pruner=options.pruner,  # type: ignore[arg-type]
-        seed=options.seed,
-    )
 
 
 def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
     """Open (or create) the study and its data, as worker ``worker`` of a search.
 
-    Worker 0 does what must happen once: it checks the weights of every backbone of the
-    space, prepares the data (clean, split, cache) and queues the recipes. Other workers
-    load the prepared data and the study, whose stored settings they must match.
+    Options left out take the study's stored values (:func:`resolve_options`). Before
+    anything is written, worker 0 checks that the data exists, that the space's backbones
+    accept the image size, and that every weights file of the space loads; it then
+    prepares the data (clean, split, cache) and queues the recipes. Other workers load the
+    prepared data and the study, whose stored settings they must match.
     """
     check_options(options)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" chatter
     notes: list[str] = []
-    storage = open_storage(options.storage)
-    existing = {info.name for info in list_studies(storage)}
-    stored_space = None
-    if options.study in existing:
-        stored_space = get_study(storage, options.study).user_attrs.get(SPACE_ATTR)
-    space = _choose_space(options, stored_space, notes)
+    storage, stored = _stored_study(options)
+    options = resolve_options(options, stored, notes)
+    space = _choose_space(options, None if stored is None else stored.get(SPACE_ATTR), notes)
+    check_space_fits(space, options.image_size)
+    folder = study_dir(options.storage, options.study)
+    if worker == 0:
+        check_data_source(options.data)
+        check_folder(folder)
 
-    from blood_automl.trainer import check_weights, configure, weights_mode
+    from blood_automl.trainer import configure, weights_mode
 
     configure(threads=options.threads)
     weights = weights_mode(options.weights)
     if worker == 0:
-        missing = check_weights(space.backbones, weights)
-        if missing:
-            raise ConfigError(
-                f"ImageNet weights missing for {len(missing)} backbone(s) of the {space.name} "
-                "space: "
-                + "; ".join(missing)
-                + " -- put the files there, narrow the space with --space, or use --weights none"
-            )
-    folder = study_dir(options.storage, options.study)
+        _check_weights(space, weights, options.image_size)
+    if storage is None:
+        storage = open_storage(options.storage)
+    if worker == 0:
+        artifact_store_for(options.storage, options.study)  # made now, or refused: one line
     had_data = (folder / "data").exists()
     data = _prepare(options if worker == 0 else replace(options, data=None), folder, notes)
 
@@ -389,7 +409,7 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
             study.set_user_attr(SPACE_ATTR, space.to_dict())
         if options.recipes:
             _enqueue_recipes(study, space, notes, remaining_trials(study, options.trials))
-    return SearchSetup(storage, study, space, data, weights, notes)
+    return SearchSetup(storage, study, space, data, weights, notes, options)
 
 
 def stopped_by_user(study: optuna.Study, options: SearchOptions) -> SearchStopped:
@@ -403,8 +423,49 @@ def stopped_by_user(study: optuna.Study, options: SearchOptions) -> SearchStoppe
     )
 
 
+def stopped_by_environment(
+    study: optuna.Study, options: SearchOptions, stop: EnvironmentStop
+) -> SearchStopped:
+    """The error a search ends with when the disk, store, weights or data failed."""
+    finished: int | None = None
+    with contextlib.suppress(Exception):  # the store may be what failed
+        finished = study_counts(study)["finished"]
+    message = stop_message(stop.reason, stop.trial, finished, options.trials)
+    return SearchStopped(f"{message}: {resume_command(options)}")
+
+
+def stop_after(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna callback: stop the search after a trial that completed although the disk failed."""
+    reason = trial.user_attrs.get(STOP_AFTER)
+    if reason and trial.state == TrialState.COMPLETE:
+        raise EnvironmentStop(f"trial {trial.number} is complete and kept, but {reason}")
+
+
+class TrialNotes:
+    """Optuna callback: print the warnings a finished trial recorded (figures not written)."""
+
+    def __init__(self, console: Console | None) -> None:
+        self.console = console
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.console is None:
+            return
+        for text in trial.user_attrs.get(WARNINGS, []):
+            self.console.print(f"note: trial {trial.number}: {text}", soft_wrap=True)
+
+
 def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | None = None) -> int:
-    """Run trials in this process until the study reaches its target; return how many ran."""
+    """Run trials in this process until the study reaches its target; return how many ran.
+
+    A trial whose configuration cannot train is recorded FAIL and the search goes on; when
+    the disk, the store, the weights or the data fail, the search stops with
+    :class:`SearchStopped` (exit code 1) and the running trial is not counted.
+    """
+    artifact_error: str | None = None
+    try:
+        artifact_store = artifact_store_for(options.storage, options.study)
+    except StorageError as exc:
+        artifact_store, artifact_error = None, str(exc)
     ctx = SearchContext(
         space=setup.space,
         data=setup.data,
@@ -412,11 +473,15 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
         objective=options.objective,
         seed=options.seed,
         patience=options.patience,
-        artifact_store=artifact_store_for(options.storage, options.study),
+        artifact_store=artifact_store,
+        artifact_error=artifact_error,
         on_epoch=None if progress is None else progress.on_epoch,
     )
     streak = FailureStreak(options.max_failures)
-    callbacks: list[Any] = [streak] if progress is None else [progress.on_trial_end, streak]
+    notes = TrialNotes(None if progress is None else progress.console)
+    callbacks: list[Any] = [streak, stop_after]
+    if progress is not None:
+        callbacks = [progress.on_trial_end, notes, *callbacks]
     try:
         with stop_signals(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -442,8 +507,15 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
                 catch=(Exception,),
                 callbacks=callbacks,
             )
+    except EnvironmentStop as stop:
+        raise stopped_by_environment(setup.study, options, stop) from None
     except (KeyboardInterrupt, Interrupted):
         raise stopped_by_user(setup.study, options) from None
+    except Exception as exc:  # the store failed outside a trial (asking, telling, counting)
+        if classify(exc) != "environment":
+            raise
+        fault = EnvironmentStop(one_line(exc))
+        raise stopped_by_environment(setup.study, options, fault) from None
     if streak.tripped:
         raise SearchStopped(
             f"{len(streak.reasons)} trials failed in a row, so the search stopped: "
@@ -455,10 +527,12 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
 def run_search(options: SearchOptions, console: Console | None = None) -> SearchResult:
     """Run (or resume) a search until the study has ``options.trials`` finished trials.
 
-    With ``workers`` > 1 the trials run in that many worker processes (one GPU each where
-    there are GPUs). Raises :class:`SearchStopped` when interrupted (SIGINT or SIGTERM; the
-    running trials are marked interrupted, not counted, and the study stays consistent)
-    or when ``max_failures`` trials fail in a row.
+    Every option is checked first (before TensorFlow is imported or anything written);
+    options left out take the study's stored values when it is resumed. With ``workers``
+    > 1 the trials run in that many worker processes (one GPU each where there are GPUs).
+    Raises :class:`SearchStopped` when interrupted (SIGINT or SIGTERM; the running trials
+    are marked interrupted, not counted, and the study stays consistent), when
+    ``max_failures`` trials fail in a row, or when the disk, store, weights or data fail.
     """
     console = console or Console()
     check_options(options)
@@ -471,13 +545,16 @@ def run_search(options: SearchOptions, console: Console | None = None) -> Search
     setup = setup_search(options)
     for note in setup.notes:
         console.print(f"[dim]{note}[/dim]")
-    with SearchProgress(setup.study, options.trials, options.objective, console) as progress:
-        ran = work(options, setup, progress)
+    with SearchProgress(
+        setup.study, setup.options.trials, setup.options.objective, console
+    ) as progress:
+        ran = work(setup.options, setup, progress)
     return SearchResult.of(setup, ran)
 
 
 def print_summary(result: SearchResult, options: SearchOptions, console: Console) -> None:
     """The end of a search: counts, the top-5 table and the next command."""
+    options = result.options or options
     c = result.counts
     console.print(
         f"study '{result.study.study_name}': {c['finished']} finished "

@@ -90,7 +90,7 @@ def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
         + (f", one GPU each ({gpus} visible)" if gpus else f", {threads} CPU thread(s) each")
         + "[/dim]"
     )
-    child_options = replace(options, data=None, workers=1, threads=threads)
+    child_options = replace(setup.options, data=None, workers=1, threads=threads)
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()
     procs = [
@@ -114,6 +114,9 @@ def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
                 while any(p.is_alive() for p in procs):
                     _drain(messages, results)
                     progress.poll()
+                    if _failed(results):  # one worker stopped on an error: stop them all
+                        _stop(procs)
+                        break
                     time.sleep(1.0)
             except KeyboardInterrupt:
                 interrupted = True
@@ -122,9 +125,6 @@ def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
     finally:
         _stop(procs)
     _drain(messages, results)
-    kinds = {kind for kind, _ in results.values()}
-    if interrupted or "interrupted" in kinds:
-        raise stopped_by_user(setup.study, options)
     errors = [
         f"worker {i}: {text}"
         for i, (kind, text) in sorted(results.items())
@@ -136,10 +136,18 @@ def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
         if p.exitcode not in (0, None) and p.pid is not None and _index(p) not in results
     ]
     errors += [f"{name} died (exit code {_exit(procs, name)})" for name in missing]
+    kinds = {kind for kind, _ in results.values()}
+    if interrupted or ("interrupted" in kinds and not _failed(results)):
+        raise stopped_by_user(setup.study, options)
     if errors:
         raise SearchStopped("; ".join(errors))
     ran = sum(int(v) for kind, v in results.values() if kind == "done")
     return SearchResult.of(setup, ran)
+
+
+def _failed(results: dict[int, tuple[str, Any]]) -> bool:
+    """True once a worker stopped on an error (environment, failures in a row, its setup)."""
+    return any(kind in ("error", "stopped") for kind, _ in results.values())
 
 
 def _index(p: Any) -> int:

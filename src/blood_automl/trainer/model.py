@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from blood_automl.errors import ConfigError
+from blood_automl.search.faults import WeightsFileError
 from blood_automl.spaces.config import TrialConfig
 from blood_automl.spaces.registry import BackboneSpec, get_backbone
 
@@ -50,50 +51,107 @@ def keras_cache_dir() -> Path:
     return Path(home).expanduser() / "models"
 
 
-def _weights_argument(spec: BackboneSpec, weights: str) -> str | None:
+# keras.applications backbones whose ImageNet file depends on the input size: the sizes
+# with their own file (others load the 224 px one).
+_SIZED_WEIGHTS = {
+    "MobileNet": (128, 160, 192, 224),
+    "MobileNetV2": (96, 128, 160, 192, 224),
+}
+
+
+def weights_file(spec: BackboneSpec, image_size: int) -> str:
+    """The name of the no-top ImageNet file Keras loads for ``spec`` at ``image_size``."""
+    if image_size in _SIZED_WEIGHTS.get(spec.app, ()):
+        return spec.weights_file.replace("_224_", f"_{image_size}_")
+    return spec.weights_file
+
+
+def _weights_argument(spec: BackboneSpec, weights: str, image_size: int) -> str | None:
     if weights == "none":
         return None
     if weights == "imagenet":
         return "imagenet"
-    path = Path(weights) / spec.weights_file
+    name = weights_file(spec, image_size)
+    path = Path(weights) / name
     if not path.is_file():
-        raise ConfigError(
-            f"weights file for {spec.name} not found: {path}; put {spec.weights_file} "
+        raise WeightsFileError(
+            f"weights file for {spec.name} not found: {path}; put {name} "
             f"into {weights} or use --weights imagenet / --weights none"
         )
     return str(path)
 
 
-def check_weights(backbones: Iterable[str], weights: str | Path | None) -> list[str]:
+def unreadable_weights(path: Path) -> str | None:
+    """Why the Keras weights file ``path`` cannot be loaded, or None when it can.
+
+    Opens it as HDF5 (what Keras's ``load_weights`` reads), checks that it lists its
+    layers as Keras writes them, and that every array lies within the file (a truncated
+    copy fails here). Reads no weights, so a space of large backbones is checked in
+    moments.
+    """
+    import h5py
+
+    try:
+        size = path.stat().st_size
+        with h5py.File(path, "r") as f:
+            if "layer_names" not in f.attrs:
+                return "it is an HDF5 file but not Keras weights (no layer_names)"
+            ends: list[int] = []
+
+            def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Dataset) and obj.id.get_storage_size():
+                    offset = obj.id.get_offset()
+                    ends.append((offset or 0) + obj.id.get_storage_size())
+
+            f.visititems(visit)
+    except OSError as exc:
+        return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    if not ends:
+        return "it holds no weights"
+    if max(ends) > size:
+        return f"it is truncated ({size} bytes, its arrays need {max(ends)})"
+    return None
+
+
+def check_weights(
+    backbones: Iterable[str], weights: str | Path | None, image_size: int = 96
+) -> list[str]:
     """Return one line per backbone whose ImageNet weights cannot be had (empty when all can).
 
-    With ``imagenet`` a file already in the Keras cache counts as present; otherwise the
-    backbone is built once with ``weights="imagenet"``, which runs Keras's own download
-    (with its hash check) into the cache. Nothing is trained.
+    Files are named as Keras names them for ``image_size`` (:func:`weights_file`). With a
+    folder, each backbone's file must be there and load (:func:`unreadable_weights`).
+    With ``imagenet`` a file already in the Keras cache must load; a missing one is
+    downloaded by building the backbone once with ``weights="imagenet"`` (Keras's own
+    download, with its hash check). Nothing is trained.
     """
     mode = weights_mode(weights)
     if mode == "none":
         return []
-    missing = []
+    problems = []
     for name in dict.fromkeys(backbones):
         spec = get_backbone(name)
-        if mode != "imagenet":
-            if not (Path(mode) / spec.weights_file).is_file():
-                missing.append(f"{spec.name}: {spec.weights_file} is not in {mode}")
+        name = weights_file(spec, image_size)
+        folder = keras_cache_dir() if mode == "imagenet" else Path(mode)
+        path = folder / name
+        if path.is_file():
+            reason = unreadable_weights(path)
+            if reason is not None:
+                problems.append(f"{spec.name}: {path} cannot be loaded ({reason})")
             continue
-        if (keras_cache_dir() / spec.weights_file).is_file():
+        if mode != "imagenet":
+            problems.append(f"{spec.name}: {name} is not in {mode}")
             continue
         try:
-            build_backbone(spec, 96, "imagenet")
+            build_backbone(spec, max(image_size, spec.min_size), "imagenet")
         except Exception as exc:  # no network, refused download, bad hash
             reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            missing.append(
-                f"{spec.name}: {spec.weights_file} is not in {keras_cache_dir()} "
+            problems.append(
+                f"{spec.name}: {name} is not in {keras_cache_dir()} "
                 f"and could not be downloaded ({reason})"
             )
         finally:
             keras.backend.clear_session()
-    return missing
+    return problems
 
 
 def build_backbone(spec: BackboneSpec, image_size: int, weights: str) -> keras.Model:
@@ -107,17 +165,32 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str) -> keras.M
     if spec.app.startswith("MobileNetV3"):
         kwargs["include_preprocessing"] = True
     constructor = getattr(keras.applications, spec.app)
+    source = _weights_argument(spec, weights, image_size)
     backbone = constructor(
         include_top=False,
-        weights=_weights_argument(spec, weights),
+        weights="imagenet" if source == "imagenet" else None,
         input_shape=(image_size, image_size, 3),
         **kwargs,
     )
+    if source is not None and source != "imagenet":
+        _load_weights_file(backbone, spec, Path(source))
     if weights == "none":
         for layer in backbone.layers:
             if isinstance(layer, _NORM_LAYERS):
                 layer.momentum = SCRATCH_BN_MOMENTUM
     return backbone
+
+
+def _load_weights_file(backbone: keras.Model, spec: BackboneSpec, path: Path) -> None:
+    """Load ``path`` into ``backbone`` as ``keras.applications`` would; a bad file is named."""
+    try:
+        backbone.load_weights(str(path))
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise WeightsFileError(
+            f"weights file {path} cannot be loaded into {spec.name} ({reason}); put the "
+            f"Keras ImageNet file {path.name} there, or use --weights imagenet / none"
+        ) from None
 
 
 def preprocessing_layers(spec: BackboneSpec) -> list[keras.layers.Layer]:

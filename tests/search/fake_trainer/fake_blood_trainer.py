@@ -12,6 +12,8 @@ the objective reads from a real ``TrainResult``. Controlled by the environment:
                                    and then hangs until killed; every later trial runs on
 ``BLOOD_AUTOML_FAKE_LOG``          a file path: each ``train`` call appends one JSON line
                                    (pid, parent pid, seed, threads, a digest of its data)
+``BLOOD_AUTOML_FAKE_RAISE``        ``OSError:ERRNO`` or a built-in exception name: every
+                                   ``train`` call raises it after its first epoch
 
 ``fake_tensorflow()`` is a ``tensorflow`` module that sees no GPU, for the code that asks.
 ``sitecustomize.py`` next to this file installs both in every process started with this
@@ -20,6 +22,8 @@ folder on ``PYTHONPATH`` and ``BLOOD_AUTOML_FAKE_TRAINER=1`` (CLI runs, spawned 
 
 from __future__ import annotations
 
+import builtins
+import errno
 import hashlib
 import json
 import os
@@ -33,6 +37,7 @@ from typing import Any
 SECONDS_ENV = "BLOOD_AUTOML_FAKE_SECONDS"
 HANG_ENV = "BLOOD_AUTOML_FAKE_HANG_MARKER"
 LOG_ENV = "BLOOD_AUTOML_FAKE_LOG"
+RAISE_ENV = "BLOOD_AUTOML_FAKE_RAISE"
 
 FAKE = True  # lets a test check which trainer a process has
 
@@ -89,7 +94,9 @@ def weights_mode(weights: str | Path | None) -> str:
     return str(Path(weights).expanduser())
 
 
-def check_weights(backbones: Iterable[str], weights: str | Path | None) -> list[str]:
+def check_weights(
+    backbones: Iterable[str], weights: str | Path | None, image_size: int = 96
+) -> list[str]:
     """No missing weights for ``none`` or ``imagenet``; a folder must hold each backbone's file."""
     mode = weights_mode(weights)
     if mode in ("none", "imagenet"):
@@ -153,6 +160,18 @@ def _hang_here(seed: int, step: int) -> bool:
     return True
 
 
+def _raise_if_asked() -> None:
+    """Raise what ``$BLOOD_AUTOML_FAKE_RAISE`` names (a simulated disk or training fault)."""
+    spec = os.environ.get(RAISE_ENV)
+    if not spec:
+        return
+    name, _, code = spec.partition(":")
+    if name == "OSError":
+        number = int(code or errno.EIO)
+        raise OSError(number, os.strerror(number), "fake-trainer-output")
+    raise getattr(builtins, name)(f"simulated {name} in training")
+
+
 def train(
     config: Any,
     x_train: Any,
@@ -208,6 +227,8 @@ def train(
                 best_value, best_step = value, step
             if report is not None:
                 report(step, value)  # may raise optuna.TrialPruned
+        if step == 1:
+            _raise_if_asked()
         if step == 1 and _hang_here(seed, step):
             while True:  # until SIGKILL; a signal handler's exception ends it as in training
                 time.sleep(3600)
