@@ -17,3 +17,7 @@ class ConfigError(BloodAutoMLError):
 
 class StorageError(BloodAutoMLError):
     """The study storage cannot be reached, is missing a driver, or holds no such study."""
+
+
+class WeightsFileError(ConfigError):
+    """A weights file of a backbone is missing, unreadable or not the backbone's weights."""

@@ -21,8 +21,8 @@ import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 
-from blood_automl.errors import ConfigError, DataError, StorageError
-from blood_automl.search.faults import WeightsFileError, classify
+from blood_automl.errors import ConfigError, DataError, StorageError, WeightsFileError
+from blood_automl.search.faults import classify
 from blood_automl.search.options import (
     Capacity,
     SearchOptions,

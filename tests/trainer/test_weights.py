@@ -10,7 +10,7 @@ import pytest
 h5py = pytest.importorskip("h5py")
 keras = pytest.importorskip("keras")
 
-from blood_automl.search.faults import WeightsFileError  # noqa: E402
+from blood_automl.errors import WeightsFileError  # noqa: E402
 from blood_automl.spaces.registry import get_backbone  # noqa: E402
 from blood_automl.trainer import check_weights  # noqa: E402
 from blood_automl.trainer.model import (  # noqa: E402

@@ -15,16 +15,12 @@ from typing import Literal
 
 from optuna.exceptions import StorageInternalError
 
-from blood_automl.errors import BloodAutoMLError, ConfigError
+from blood_automl.errors import BloodAutoMLError, ConfigError, WeightsFileError
 
 Kind = Literal["environment", "trial"]
 
 STOPPED_PREFIX = "stopped by an environment error: "
 """How the ``interrupted`` attribute of a trial stopped by :class:`EnvironmentStop` begins."""
-
-
-class WeightsFileError(ConfigError):
-    """A weights file of a backbone is missing, unreadable or not the backbone's weights."""
 
 
 class EnvironmentStop(KeyboardInterrupt):

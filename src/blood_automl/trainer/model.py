@@ -10,8 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from blood_automl.errors import ConfigError
-from blood_automl.search.faults import WeightsFileError
+from blood_automl.errors import ConfigError, WeightsFileError
 from blood_automl.spaces.config import TrialConfig
 from blood_automl.spaces.registry import BackboneSpec, get_backbone
 
