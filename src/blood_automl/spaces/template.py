@@ -117,6 +117,12 @@ def write_space_file(path: Path, text: str, *, overwrite: bool = False) -> None:
         ) from None
 
 
+def _limits_short(spec: ParamSpec) -> str:
+    if len(spec.values) > 8:
+        return f"one of {len(spec.values)} names (all listed by `blood-automl space template`)"
+    return spec.limits()
+
+
 def reference_table() -> str:
     """The README's table of every parameter: meaning, type and limits, default, each preset."""
     head = "| parameter | meaning | type, valid values | default | " + " | ".join(PRESETS) + " |"
@@ -126,7 +132,7 @@ def reference_table() -> str:
         cells = [
             f"`{spec.name}`",
             meaning,
-            f"{_KIND_WORDS[spec.kind]}, {spec.limits()}",
+            f"{_KIND_WORDS[spec.kind]}, {_limits_short(spec)}",
             f"`{toml_value(spec.default)}`",
             *(domain_text(load_space(p)[spec.name]) for p in PRESETS),
         ]
