@@ -32,6 +32,11 @@ ROUTINE = re.compile(
     r"|To enable the following instructions: "
     r"|This TensorFlow binary is optimized)"
 )
+#: TensorFlow's C++ log level variable (0: all, 1: no info, 2: errors only, 3: none).
+LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+_LEVEL_OURS = "BLOOD_AUTOML_QUIET_TENSORFLOW"
+#: The level a trial's log gets when the user did not choose one: warnings and errors.
+TRIAL_LOG_LEVEL = "1"
 #: How many lines of a failed trial's log are shown with the failure.
 TAIL_LINES = 6
 
@@ -88,12 +93,13 @@ def native_stderr_hidden() -> Iterator[None]:
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and Keras with their start-up lines hidden; later C++ logging off."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules and "keras" in sys.modules:
+    """Import TensorFlow with its start-up lines hidden; its later C++ logging stays off."""
+    if LEVEL_ENV not in os.environ:
+        os.environ[LEVEL_ENV] = "3"
+        os.environ[_LEVEL_OURS] = "1"  # a trial's process, writing to a file, may say more
+    if "tensorflow" in sys.modules:
         return
     with native_stderr_hidden():
-        import keras  # noqa: F401
         import tensorflow  # noqa: F401
 
 
@@ -137,6 +143,8 @@ def log_trial_output(storage_url: str | None, study: str, trial_id: int) -> Path
     except Exception:  # the trial itself will fail on the storage and say why
         return redirect_output(folder / "logs" / f"trial-id-{trial_id}.log")
     path = redirect_output(trial_log_path(folder, number))
+    if os.environ.get(_LEVEL_OURS):
+        os.environ[LEVEL_ENV] = TRIAL_LOG_LEVEL
     faulthandler.enable(file=sys.stderr)  # a crash leaves the Python stack in the log
     if path is not None:
         with contextlib.suppress(Exception):
