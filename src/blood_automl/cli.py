@@ -145,7 +145,10 @@ def search_command(
     space: Annotated[
         Path | None,
         typer.Option(
-            "--space", help="A TOML space file (fixes or narrows a preset).", show_default=False
+            "--space",
+            help="A TOML space file (fixes or narrows a preset); start from the one "
+            "`blood-automl space template --preset cpu` prints.",
+            show_default=False,
         ),
     ] = None,
     weights: Annotated[
