@@ -270,7 +270,7 @@ class SearchProgress:
         elif trial.state == TrialState.PRUNED:
             detail = f"at epoch {trial.last_step}" if trial.last_step is not None else ""
         else:
-            detail = str(trial.user_attrs.get("fail_reason", ""))
+            detail = str(trial.user_attrs.get("fail_reason") or "no reason recorded")
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         c = self._counts
         eta = self.eta()
