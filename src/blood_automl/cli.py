@@ -156,7 +156,10 @@ def search_command(
     space: Annotated[
         Path | None,
         typer.Option(
-            "--space", help="A TOML space file (fixes or narrows a preset).", show_default=False
+            "--space",
+            help="A TOML space file (fixes or narrows a preset); start from the one "
+            "`blood-automl space template --preset cpu` prints.",
+            show_default=False,
         ),
     ] = None,
     weights: Annotated[
@@ -448,6 +451,79 @@ def predict_command(
         typer.echo(f"accuracy against the given labels: {result.accuracy:.4f}")
     for note in result.notes:
         typer.echo(f"note: {note}")
+
+
+space_app = typer.Typer(
+    help=(
+        "Print a search space as TOML, or write a commented space file to start from.\n\n"
+        "Example:  blood-automl space template --preset cpu > myspace.toml"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(space_app, name="space")
+
+
+@space_app.command("show")
+def space_show_command(
+    space: Annotated[
+        str,
+        typer.Argument(
+            help="A preset (gpu, cpu, smoke) or the path of a space file.", show_default=False
+        ),
+    ],
+) -> None:
+    """Print a preset, or what a space file makes of its base, as a complete space file.
+
+    The output loads back as the same space (same version), so it can be saved and edited.
+    A file without base is shown narrowing gpu; a search on a machine where TensorFlow
+    sees no GPU narrows cpu instead when the file's values fit it.
+
+    \b
+    Example:  blood-automl space show cpu
+    Example:  blood-automl space show myspace.toml
+    """
+    from blood_automl.spaces import load_space
+    from blood_automl.spaces.template import space_toml
+
+    loaded = load_space(space)
+    typer.echo(f"# space {loaded.name}, version {loaded.version}")
+    typer.echo(space_toml(loaded), nl=False)
+
+
+@space_app.command("template")
+def space_template_command(
+    preset: Annotated[
+        str, typer.Option("--preset", help="The preset to start from: gpu, cpu or smoke.")
+    ] = "cpu",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write the file here instead of printing it.", show_default=False
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file.")
+    ] = False,
+) -> None:
+    """Print (or write) a commented space file: a preset with every parameter written out.
+
+    Each parameter comes with what it means, its type and valid values, its default and
+    its domain in every preset. Loaded unchanged it is the preset itself; fix, narrow or
+    delete the tables you want to change, then pass it to search --space.
+
+    \b
+    Example:  blood-automl space template --preset cpu > myspace.toml
+    Example:  blood-automl space template --preset gpu --out myspace.toml
+    """
+    from blood_automl.spaces.template import template_toml, write_space_file
+
+    text = template_toml(preset)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    write_space_file(out, text, overwrite=overwrite)
+    typer.echo(f"space file written to {out}; use it with: blood-automl search --space {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

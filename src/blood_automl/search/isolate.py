@@ -68,6 +68,11 @@ def _die_with_parent() -> None:
 
 def _child(job: TrialJob, conn: Any) -> None:
     _die_with_parent()
+    # Before TensorFlow is imported: its logging (fd 2, below Python) and anything else the
+    # trial prints goes to studies/<study>/logs/trial-<number>.log, never to the terminal.
+    from blood_automl.search.quiet import log_trial_output
+
+    log_trial_output(job.storage_url, job.study, job.trial_id)
     from blood_automl.search.run import stop_signals
 
     try:

@@ -41,8 +41,16 @@ from blood_automl.search.options import (
     check_space_fits,
     resolve_options,
 )
-from blood_automl.search.progress import SearchProgress, top_table
-from blood_automl.spaces import Choices, Fixed, Space, applicable_recipes, load_space
+from blood_automl.search.progress import SearchProgress, data_note, space_note, top_table
+from blood_automl.search.quiet import import_tensorflow_quietly
+from blood_automl.spaces import (
+    Choices,
+    Fixed,
+    Space,
+    applicable_recipes,
+    load_space,
+    read_space_file,
+)
 from blood_automl.studies import (
     StudySettings,
     artifact_dir,
@@ -100,6 +108,7 @@ def study_dir(storage_url: str | None, study: str) -> Path:
 
 
 def _hardware_preset(notes: list[str]) -> str:
+    import_tensorflow_quietly()
     from blood_automl.trainer import configure
 
     gpus = configure().gpus
@@ -112,17 +121,41 @@ def _hardware_preset(notes: list[str]) -> str:
 
 
 def _choose_space(options: SearchOptions, stored: dict[str, Any] | None, notes: list[str]) -> Space:
+    """The search's space; TensorFlow (needed next) is imported here, its start-up lines hidden."""
     if options.space and options.preset:
         raise ConfigError("give --preset or --space, not both (a space file names its base preset)")
     if options.space:
-        return load_space(Path(options.space))
-    if options.preset:
-        return load_space(options.preset)
-    if stored is not None:
+        path = Path(options.space)
+        if "base" in read_space_file(path):
+            space = load_space(path)
+        else:
+            # No base: the preset --preset would choose on this machine, unless the file
+            # asks for values only the full gpu space has.
+            hardware = _hardware_preset([])
+            space = load_space(path, bases=(hardware, "gpu"))
+            notes.append(_no_base_note(path, hardware, space.base))
+    elif options.preset:
+        space = load_space(options.preset)
+    elif stored is not None:
         space = Space.from_dict(stored, source="the study's stored space")
         notes.append(f"space {space.name} (version {space.version}) from the study")
-        return space
-    return load_space(_hardware_preset(notes))
+    else:
+        space = load_space(_hardware_preset(notes))
+    import_tensorflow_quietly()
+    return space
+
+
+def _no_base_note(path: Path, hardware: str, base: str) -> str:
+    seen = "TensorFlow sees a GPU" if hardware == "gpu" else "TensorFlow sees no GPU"
+    if base == hardware:
+        return (
+            f"space file {path} names no base: it narrows the {base} preset ({seen}); "
+            'write base = "gpu" or base = "cpu" in it to choose'
+        )
+    return (
+        f"space file {path} names no base and asks for values beyond the {hardware} preset "
+        f"({seen}), so it narrows the {base} preset; write base = ... in it to choose"
+    )
 
 
 def _prepare(options: SearchOptions, folder: Path, notes: list[str]) -> PreparedData:
@@ -379,6 +412,7 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
         artifact_store_for(options.storage, options.study)  # made now, or refused: one line
     had_data = (folder / "data").exists()
     data = _prepare(options if worker == 0 else replace(options, data=None), folder, notes)
+    notes += [data_note(data.manifest), space_note(space)]
 
     settings = StudySettings(
         objective=options.objective,  # type: ignore[arg-type]

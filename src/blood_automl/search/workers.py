@@ -16,6 +16,7 @@ from rich.console import Console
 from blood_automl.errors import BloodAutoMLError
 from blood_automl.search.objective import one_line
 from blood_automl.search.progress import SearchProgress
+from blood_automl.search.quiet import import_tensorflow_quietly, redirect_output
 from blood_automl.search.run import (
     SearchOptions,
     SearchResult,
@@ -23,6 +24,7 @@ from blood_automl.search.run import (
     setup_search,
     stop_signals,
     stopped_by_user,
+    study_dir,
     work,
 )
 
@@ -31,6 +33,7 @@ _STOP_GRACE = 120.0  # seconds a worker gets to record its interrupted trial
 
 def visible_gpus() -> int:
     """How many GPUs TensorFlow sees (no GPU memory is taken to find out)."""
+    import_tensorflow_quietly()
     import tensorflow as tf
 
     return len(tf.config.list_physical_devices("GPU"))
@@ -58,6 +61,9 @@ def threads_per_worker(n_workers: int, gpus: int, cpus: int | None = None) -> in
 
 def _child(options: SearchOptions, index: int, env: dict[str, str], messages: Any) -> None:
     os.environ.update(env)  # before TensorFlow is imported in this process
+    # The worker shares the terminal with the live display: what it (or TensorFlow in it)
+    # prints goes to studies/<study>/logs/worker-<index>.log; results travel by ``messages``.
+    redirect_output(study_dir(options.storage, options.study) / "logs" / f"worker-{index}.log")
     try:
         setup = setup_search(options, worker=index)
         messages.put(("done", index, work(options, setup)))
@@ -74,6 +80,7 @@ def _child(options: SearchOptions, index: int, env: dict[str, str], messages: An
 
 def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
     """Prepare the study once, then run ``options.workers`` worker processes on it to the target."""
+    import_tensorflow_quietly()
     import tensorflow as tf
 
     n = int(options.workers or 1)

@@ -34,6 +34,7 @@ from blood_automl.spaces.space import (
     SCHEMA_VERSION,
     Space,
     load_space,
+    read_space_file,
 )
 from blood_automl.spaces.suggest import TrialLike, suggest
 
@@ -66,6 +67,7 @@ __all__ = [
     "get_backbone",
     "get_recipe",
     "load_space",
+    "read_space_file",
     "recipe_config",
     "recipe_params",
     "suggest",

@@ -64,6 +64,7 @@ class ParamSpec:
     high_open: bool = False
     when: When | None = None
     inactive: Any = _DEFAULT  # the value used when ``when`` fails (else ``default``)
+    meaning: str = ""  # what the parameter does, for the documentation and the template
 
     @property
     def inactive_value(self) -> Any:
@@ -112,40 +113,40 @@ _UNFROZEN = When("unfreeze_fraction", lambda f: f > 0, "unfreeze_fraction > 0")
 #: Every hyperparameter in the order ``suggest`` asks for them (parents before children).
 PARAMS: tuple[ParamSpec, ...] = (
     # Backbone.
-    ParamSpec("backbone", "str", "MobileNetV3Small", "small and fast, and accurate enough at 96x96 to be a sound first try", values=_USABLE_BACKBONES),
+    ParamSpec("backbone", "str", "MobileNetV3Small", "small and fast, and accurate enough at 96x96 to be a sound first try", values=_USABLE_BACKBONES, meaning="the ImageNet network under the head (frozen, then partly fine-tuned)"),
     # Head.
-    ParamSpec("se_block", "bool", False, "squeeze-and-excitation adds head weights; off until the search shows it pays"),
-    ParamSpec("pooling", "str", "avg", "global average pooling is the standard, most stable reduction of backbone features", values=get_args(Pooling)),
-    ParamSpec("dense_layers", "int", 1, "one dense layer is usually enough on top of ImageNet features", low=1, high=3),
-    ParamSpec("dense_width", "int", 256, "wide enough for 8 classes without overfitting a few thousand images; later layers halve it", low=MIN_DENSE_WIDTH, high=4096),
-    ParamSpec("activation", "str", "swish", "swish matches the activations of modern backbones and trains smoothly", values=get_args(Activation)),
-    ParamSpec("dropout", "float", 0.3, "moderate dropout curbs overfitting of the head on a few thousand images", low=0.0, high=1.0, high_open=True),
-    ParamSpec("head_batch_norm", "bool", True, "batch norm steadies the head at the higher head-phase learning rate", when=When("activation", lambda a: a != "selu", "activation != 'selu'"), inactive=False),
-    ParamSpec("l2", "float", 1e-4, "light L2 on the head kernels, the usual transfer-learning setting", low=0.0, high=1.0),
-    ParamSpec("l1_enabled", "bool", False, "L1 sparsity rarely helps a small head, so it is off unless the search turns it on"),
-    ParamSpec("l1", "float", 0.0, "no L1 penalty unless l1_enabled", low=0.0, high=1.0, when=When("l1_enabled", bool, "l1_enabled")),
+    ParamSpec("se_block", "bool", False, "squeeze-and-excitation adds head weights; off until the search shows it pays", meaning="a squeeze-and-excitation block on the backbone's features before pooling"),
+    ParamSpec("pooling", "str", "avg", "global average pooling is the standard, most stable reduction of backbone features", values=get_args(Pooling), meaning="how the backbone's feature map is reduced to a vector: average or max"),
+    ParamSpec("dense_layers", "int", 1, "one dense layer is usually enough on top of ImageNet features", low=1, high=3, meaning="how many dense layers the head has"),
+    ParamSpec("dense_width", "int", 256, "wide enough for 8 classes without overfitting a few thousand images; later layers halve it", low=MIN_DENSE_WIDTH, high=4096, meaning="units of the first dense layer; each later one has half as many"),
+    ParamSpec("activation", "str", "swish", "swish matches the activations of modern backbones and trains smoothly", values=get_args(Activation), meaning="activation function of the head's dense layers"),
+    ParamSpec("dropout", "float", 0.3, "moderate dropout curbs overfitting of the head on a few thousand images", low=0.0, high=1.0, high_open=True, meaning="dropout rate after each dense layer of the head"),
+    ParamSpec("head_batch_norm", "bool", True, "batch norm steadies the head at the higher head-phase learning rate", when=When("activation", lambda a: a != "selu", "activation != 'selu'"), inactive=False, meaning="batch normalisation after each dense layer of the head"),
+    ParamSpec("l2", "float", 1e-4, "light L2 on the head kernels, the usual transfer-learning setting", low=0.0, high=1.0, meaning="L2 penalty on the head's dense kernels"),
+    ParamSpec("l1_enabled", "bool", False, "L1 sparsity rarely helps a small head, so it is off unless the search turns it on", meaning="whether an L1 penalty is added to the head's dense kernels"),
+    ParamSpec("l1", "float", 0.0, "no L1 penalty unless l1_enabled", low=0.0, high=1.0, when=When("l1_enabled", bool, "l1_enabled"), meaning="the L1 penalty on the head's dense kernels"),
     # Augmentation.
-    ParamSpec("randaugment_ops", "int", 2, "two ops per image is RandAugment's usual setting; weak augmentation failed on hidden test sets", low=0, high=5),
-    ParamSpec("randaugment_magnitude", "float", 0.5, "mid strength: real gains without destroying cell texture", low=0.0, high=1.0, when=When("randaugment_ops", lambda n: n > 0, "randaugment_ops > 0")),
-    ParamSpec("flip", "bool", True, "cells have no orientation, so flips are free label-preserving data"),
-    ParamSpec("rotate90", "bool", True, "cells have no orientation, so 90-degree rotations are free label-preserving data"),
-    ParamSpec("mix", "str", "none", "MixUp/CutMix slow convergence in the short budgets of a search", values=get_args(Mix)),
-    ParamSpec("mix_alpha", "float", 0.2, "alpha 0.2 is the MixUp paper's choice for ImageNet-scale training", low=0.0, high=10.0, low_open=True, when=When("mix", lambda m: m != "none", "mix != 'none'")),
+    ParamSpec("randaugment_ops", "int", 2, "two ops per image is RandAugment's usual setting; weak augmentation failed on hidden test sets", low=0, high=5, meaning="RandAugment operations applied to each training image (0: none)"),
+    ParamSpec("randaugment_magnitude", "float", 0.5, "mid strength: real gains without destroying cell texture", low=0.0, high=1.0, when=When("randaugment_ops", lambda n: n > 0, "randaugment_ops > 0"), meaning="strength of the RandAugment operations, 0 to 1"),
+    ParamSpec("flip", "bool", True, "cells have no orientation, so flips are free label-preserving data", meaning="random horizontal and vertical flips of training images"),
+    ParamSpec("rotate90", "bool", True, "cells have no orientation, so 90-degree rotations are free label-preserving data", meaning="random rotations of training images by multiples of 90 degrees"),
+    ParamSpec("mix", "str", "none", "MixUp/CutMix slow convergence in the short budgets of a search", values=get_args(Mix), meaning="mixing of training images and labels: none, MixUp or CutMix"),
+    ParamSpec("mix_alpha", "float", 0.2, "alpha 0.2 is the MixUp paper's choice for ImageNet-scale training", low=0.0, high=10.0, low_open=True, when=When("mix", lambda m: m != "none", "mix != 'none'"), meaning="alpha of the Beta distribution that draws the MixUp / CutMix proportions"),
     # Head phase.
-    ParamSpec("head_epochs", "int", 5, "a frozen-backbone head converges in a few epochs; early stopping ends it sooner", low=1, high=1000),
-    ParamSpec("head_lr", "float", 1e-3, "Adam's standard learning rate suits a freshly initialised head", low=0.0, high=1.0, low_open=True),
+    ParamSpec("head_epochs", "int", 5, "a frozen-backbone head converges in a few epochs; early stopping ends it sooner", low=1, high=1000, meaning="epochs of the head phase (backbone frozen)"),
+    ParamSpec("head_lr", "float", 1e-3, "Adam's standard learning rate suits a freshly initialised head", low=0.0, high=1.0, low_open=True, meaning="learning rate of the head phase"),
     # Fine-tuning phase.
-    ParamSpec("unfreeze_fraction", "float", 0.3, "the hand-tuning teams found unfreezing the top blocks beat none or all", low=0.0, high=1.0),
-    ParamSpec("finetune_epochs", "int", 5, "as many as the head phase; the pruner and early stopping cut bad ones", low=0, high=1000, when=_UNFROZEN, inactive=0),
-    ParamSpec("finetune_lr", "float", 1e-4, "ten times below the head rate so fine-tuning keeps the ImageNet features", low=0.0, high=1.0, low_open=True, when=_UNFROZEN),
+    ParamSpec("unfreeze_fraction", "float", 0.3, "the hand-tuning teams found unfreezing the top blocks beat none or all", low=0.0, high=1.0, meaning="fraction of the backbone's top blocks trained in the fine-tuning phase (0: no fine-tuning)"),
+    ParamSpec("finetune_epochs", "int", 5, "as many as the head phase; the pruner and early stopping cut bad ones", low=0, high=1000, when=_UNFROZEN, inactive=0, meaning="epochs of the fine-tuning phase"),
+    ParamSpec("finetune_lr", "float", 1e-4, "ten times below the head rate so fine-tuning keeps the ImageNet features", low=0.0, high=1.0, low_open=True, when=_UNFROZEN, meaning="starting learning rate of the fine-tuning phase (cosine decay)"),
     # Optimization.
-    ParamSpec("optimizer", "str", "adam", "Adam is forgiving of its learning rate, the safest first try", values=get_args(Optimizer)),
-    ParamSpec("weight_decay", "float", 0.0, "Adam has no decoupled weight decay; it is searched for adamw and lion", low=0.0, high=1.0, when=When("optimizer", lambda o: o in ("adamw", "lion"), "optimizer in ('adamw', 'lion')")),
-    ParamSpec("loss", "str", "crossentropy", "cross-entropy is the standard; focal loss is searched for the rarer classes", values=get_args(Loss)),
-    ParamSpec("label_smoothing", "float", 0.0, "hard labels by default; smoothing is searched", low=0.0, high=1.0, high_open=True, when=When("loss", lambda s: s == "crossentropy", "loss == 'crossentropy'")),
-    ParamSpec("focal_gamma", "float", 2.0, "gamma 2 is the focal-loss paper's best value", low=0.0, high=10.0, when=When("loss", lambda s: s == "focal", "loss == 'focal'")),
-    ParamSpec("class_weight", "str", "none", "the PBC classes are roughly balanced after cleaning; weighting is searched", values=get_args(ClassWeight)),
-    ParamSpec("batch_size", "int", 64, "64 fits every backbone at 96x96 on a CPU or a GPU and keeps batch statistics steady", low=1, high=4096),
+    ParamSpec("optimizer", "str", "adam", "Adam is forgiving of its learning rate, the safest first try", values=get_args(Optimizer), meaning="the optimizer of both phases"),
+    ParamSpec("weight_decay", "float", 0.0, "Adam has no decoupled weight decay; it is searched for adamw and lion", low=0.0, high=1.0, when=When("optimizer", lambda o: o in ("adamw", "lion"), "optimizer in ('adamw', 'lion')"), meaning="decoupled weight decay of adamw and lion"),
+    ParamSpec("loss", "str", "crossentropy", "cross-entropy is the standard; focal loss is searched for the rarer classes", values=get_args(Loss), meaning="the loss: cross-entropy or focal loss"),
+    ParamSpec("label_smoothing", "float", 0.0, "hard labels by default; smoothing is searched", low=0.0, high=1.0, high_open=True, when=When("loss", lambda s: s == "crossentropy", "loss == 'crossentropy'"), meaning="label smoothing of the cross-entropy loss"),
+    ParamSpec("focal_gamma", "float", 2.0, "gamma 2 is the focal-loss paper's best value", low=0.0, high=10.0, when=When("loss", lambda s: s == "focal", "loss == 'focal'"), meaning="focusing parameter gamma of the focal loss"),
+    ParamSpec("class_weight", "str", "none", "the PBC classes are roughly balanced after cleaning; weighting is searched", values=get_args(ClassWeight), meaning="weighting of classes in the loss: none, inverse frequency (balanced) or its square root (sqrt)"),
+    ParamSpec("batch_size", "int", 64, "64 fits every backbone at 96x96 on a CPU or a GPU and keeps batch statistics steady", low=1, high=4096, meaning="training images per batch"),
 )  # fmt: skip
 
 #: Parameter name -> its spec.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -26,6 +28,8 @@ PRESETS: tuple[str, ...] = ("gpu", "cpu", "smoke")
 DEFAULT_PRESET = "gpu"
 
 _TOP_KEYS = ("base", "name", "description", "params")
+#: The largest space file read (a real one is a few kilobytes).
+MAX_SPACE_FILE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class Space:
     name: str
     domains: tuple[tuple[str, Domain], ...]
     description: str = ""
+    #: The preset a space file narrowed ("" for a preset or a stored space); not part of
+    #: the version, which depends on the domains alone.
+    base: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         names = tuple(name for name, _ in self.domains)
@@ -177,11 +184,16 @@ def _text(data: dict[str, Any], key: str, source: str, default: str) -> str:
     return value
 
 
-def load_space(preset_or_path: str | os.PathLike[str] | Space = DEFAULT_PRESET) -> Space:
+def load_space(
+    preset_or_path: str | os.PathLike[str] | Space = DEFAULT_PRESET,
+    *,
+    bases: Sequence[str] = (DEFAULT_PRESET,),
+) -> Space:
     """A shipped preset by name (``gpu``, ``cpu``, ``smoke``), or a user's TOML space file.
 
-    A user file may name a preset as ``base`` (default ``gpu``) and then fix, narrow or
-    drop the base's choices in ``[params.<name>]`` tables. Raises :class:`ConfigError`
+    A user file may name a preset as ``base`` and then fix, narrow or drop the base's
+    choices in ``[params.<name>]`` tables. A file that names none narrows the first of
+    ``bases`` its values fit (``Space.base`` says which). Raises :class:`ConfigError`
     naming the file, the key, the value and the fix.
     """
     if isinstance(preset_or_path, Space):
@@ -199,7 +211,18 @@ def load_space(preset_or_path: str | os.PathLike[str] | Space = DEFAULT_PRESET) 
             f"space {text!r} is neither a preset nor a .toml file; use one of {', '.join(PRESETS)} or the path of a space file"
         )
     path = Path(text)
-    return _from_toml(_read(path), str(path), path.stem, is_preset=False)
+    data = read_space_file(path)
+    try:
+        if "base" in data or not bases:
+            return _from_toml(data, str(path), path.stem, is_preset=False)
+        for base in bases[:-1]:
+            try:
+                return _from_toml(data, str(path), path.stem, is_preset=False, base=base)
+            except ConfigError:
+                continue
+        return _from_toml(data, str(path), path.stem, is_preset=False, base=bases[-1])
+    except RecursionError:
+        raise _too_deep(path) from None
 
 
 @cache
@@ -213,24 +236,85 @@ def _preset(name: str) -> Space:
     return _from_toml(data, source, name, is_preset=True)
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_space_file(path: Path) -> dict[str, Any]:
+    """The TOML table of a space file, refusing what is not a small, regular UTF-8 file.
+
+    A FIFO, a device (``/dev/zero``), a folder or a file above
+    :data:`MAX_SPACE_FILE_BYTES` is refused before anything is read from it, and nesting
+    too deep to parse is a one-line error.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such space file; check the path, or use a preset: {', '.join(PRESETS)}"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read the space file ({exc}); give a readable UTF-8 TOML file"
+            f"{path}: cannot read the space file ({exc.strerror or exc}); give a readable TOML file"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            f"{path}: is {_file_kind(info.st_mode)}, not a regular file; give the path of a TOML "
+            "space file (blood-automl space template --preset cpu writes one)"
+        )
+    if info.st_size > MAX_SPACE_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: the space file is {info.st_size:,} bytes, above the limit of "
+            f"{MAX_SPACE_FILE_BYTES:,}; a space file is a few kilobytes of TOML: give that file"
+        )
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPACE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the space file ({exc.strerror or exc}); give a readable TOML file"
+        ) from None
+    if len(raw) > MAX_SPACE_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: the space file grew above the limit of {MAX_SPACE_FILE_BYTES:,} bytes while "
+            "it was read; give a small TOML file"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: is not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x}); give a "
+            "TOML space file saved as UTF-8"
         ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}; fix the syntax there") from None
+    except RecursionError:
+        raise _too_deep(path) from None
 
 
-def _from_toml(data: dict[str, Any], source: str, default_name: str, is_preset: bool) -> Space:
+def _too_deep(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path}: the space file nests arrays or tables too deeply to read; a space file "
+        "has one [params.<name>] table per parameter with flat values: write it that way"
+    )
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
+
+
+def _from_toml(
+    data: dict[str, Any],
+    source: str,
+    default_name: str,
+    is_preset: bool,
+    base: str = DEFAULT_PRESET,
+) -> Space:
     for key in data:
         if key not in _TOP_KEYS:
             fail(
@@ -245,16 +329,15 @@ def _from_toml(data: dict[str, Any], source: str, default_name: str, is_preset: 
         if "base" in data:
             fail(source, "base", "is not allowed in a preset", "define every parameter instead")
         domains = parse_params(data.get("params"), source)
-    else:
-        base_name = _text(data, "base", source, DEFAULT_PRESET)
-        if base_name not in PRESETS:
-            fail(
-                source,
-                "base",
-                f"= {show(base_name)} is not a preset",
-                f"use one of {', '.join(PRESETS)}",
-            )
-        base = _preset(base_name)
-        domains = parse_params(data.get("params", {}), source, base.params, base_name)
-        description = description or f"the {base_name} preset, narrowed"
-    return Space(name, tuple(domains.items()), description)
+        return Space(name, tuple(domains.items()), description)
+    base_name = _text(data, "base", source, base)
+    if base_name not in PRESETS:
+        fail(
+            source,
+            "base",
+            f"= {show(base_name)} is not a preset",
+            f"use one of {', '.join(PRESETS)}",
+        )
+    domains = parse_params(data.get("params", {}), source, _preset(base_name).params, base_name)
+    description = description or f"the {base_name} preset, narrowed"
+    return Space(name, tuple(domains.items()), description, base=base_name)
