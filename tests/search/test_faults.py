@@ -153,3 +153,25 @@ def test_a_signal_stops_cleanly_and_the_study_resumes(
     study = optuna.load_study(study_name="sig", storage=storage)
     real = [t for t in study.trials if "interrupted" not in t.user_attrs]
     assert sum(t.state.is_finished() for t in real) == 3
+
+
+def _die_without_a_word(conn: Any) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_trial_process_killed_before_it_reports_is_a_death_not_a_message() -> None:
+    import multiprocessing as mp
+
+    from blood_automl.search.isolate import _died, _receive
+
+    spawn = mp.get_context("spawn")
+    receive, send = spawn.Pipe(duplex=False)
+    child = spawn.Process(target=_die_without_a_word, args=(send,))
+    child.start()
+    send.close()
+    child.join(60)
+    assert receive.poll(0)  # the dead writer's end of file polls as readable...
+    assert _receive(receive) is None  # ...but it is no outcome
+    assert _died(child.exitcode) == (
+        "the trial's process was killed by SIGKILL (the system may have run out of memory)"
+    )

@@ -176,7 +176,7 @@ def make_isolated_objective(
             while child.is_alive() and not receive.poll(1.0):
                 if on_wait is not None:
                     on_wait()
-            outcome = receive.recv() if receive.poll(0) else None
+            outcome = _receive(receive)
             child.join(30)
         except KeyboardInterrupt:
             _stop(child)
@@ -202,6 +202,18 @@ def make_isolated_objective(
         raise RuntimeError(detail)
 
     return environment_guard(objective)
+
+
+def _receive(receive: Any) -> tuple[str, Any] | None:
+    """The child's outcome, or None when it died without sending one.
+
+    A pipe whose writer died polls as readable (end of file), so ``recv`` raises
+    ``EOFError`` then: that is a dead child, not a message.
+    """
+    try:
+        return receive.recv() if receive.poll(0) else None
+    except (EOFError, OSError):
+        return None
 
 
 def _died(exitcode: int | None) -> str:
