@@ -554,6 +554,11 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
         raise SearchStopped(
             f"{len(streak.reasons)} trials failed in a row, so the search stopped: "
             + "; ".join(streak.reasons[-options.max_failures :])
+            + (
+                f"; each trial's output is in {study_dir(options.storage, options.study) / 'logs'}"
+                if options.isolate
+                else ""
+            )
         )
     return ran
 
