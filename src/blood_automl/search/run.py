@@ -37,6 +37,7 @@ from blood_automl.studies import (
     StudySettings,
     artifact_dir,
     artifact_store_for,
+    check_shared_url,
     create_or_load_study,
     get_study,
     list_studies,
@@ -279,7 +280,7 @@ def resume_command(options: SearchOptions) -> str:
     """
     parts = ["blood-automl", "search", "--study", options.study, "--trials", str(options.trials)]
     if options.storage:
-        parts += ["--storage", mask_url(options.storage)]
+        parts += ["--storage", shlex.quote(mask_url(options.storage))]
     defaults = SearchOptions()
     for name in ("weights", "objective", "seed", "sampler", "pruner"):
         value = getattr(options, name)
@@ -314,6 +315,7 @@ def check_options(options: SearchOptions) -> None:
         )
     if options.workers is not None and options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, but got {options.workers}")
+    check_shared_url(options.storage)  # a file or server all workers share, not :memory:
     if options.space and options.preset:
         raise ConfigError("give --preset or --space, not both (a space file names its base preset)")
     if options.space or options.preset:
@@ -487,7 +489,7 @@ def print_summary(result: SearchResult, options: SearchOptions, console: Console
         console.print(top_table(result.study, options.objective))
         nxt = ["blood-automl", "refit-best", "--study", options.study]
         if options.storage:
-            nxt += ["--storage", mask_url(options.storage)]
+            nxt += ["--storage", shlex.quote(mask_url(options.storage))]
         console.print("next: " + " ".join(nxt))
     elif sys.stdout.isatty():
         console.print("no trial completed yet")

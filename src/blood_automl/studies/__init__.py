@@ -35,6 +35,7 @@ from blood_automl.studies.settings import (
 )
 from blood_automl.studies.storage import (
     HEARTBEAT_INTERVAL,
+    check_shared_url,
     describe_storage,
     open_storage,
     storage_url,
@@ -68,6 +69,7 @@ __all__ = [
     "artifact_dir",
     "artifact_store_for",
     "best_trial",
+    "check_shared_url",
     "check_study_name",
     "claim_slot",
     "count_finished",
