@@ -154,7 +154,7 @@ def check_sqlite_path(path: Path) -> bool:
     """
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the folder is checked when made
         return False
     except OSError as e:
         raise StorageError(
