@@ -7,6 +7,7 @@ import json
 import shlex
 import uuid
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import numpy as np
 import optuna
@@ -138,5 +139,10 @@ def test_search_report_and_refit_never_show_or_write_the_password(
     assert summary["storage"] == mask_url(query) and "***" in summary["storage"]
     config = json.loads((tmp_path / "e" / "config.json").read_text())
     assert config["storage"] == mask_url(auth) and "***" in config["storage"]
-    leaking = [p for p in tmp_path.rglob("*") if p.is_file() and b"zq" in p.read_bytes()]
+    # every spelling of both passwords (binary files hold "zq" by chance, so not that alone)
+    forms = {f(pw) for pw in ("zq1/zq2:zq3/zq4@zq5", "zq6/zq7") for f in (str, quote, quote_plus)}
+    forms |= {"zq1/zq2", "zq2:zq3", "zq4@zq5", "zq3%2Fzq4%40zq5"}
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "model.keras" for p in written)
+    leaking = [(p, f) for p in written for f in forms if f.encode() in p.read_bytes()]
     assert leaking == []
