@@ -125,7 +125,7 @@ def test_search_report_and_refit_never_show_or_write_the_password(
     runs = [run_cli([*search, "--no-clean", "--workers", "1"], cwd=tmp_path)]
     assert runs[0].returncode == 0, runs[0].stderr[-3000:]
     shown = " ".join(runs[0].stdout.split())  # rich wraps long lines at 80 columns
-    assert f"refit-best --study {study} --storage '{mask_url(auth)}'" in shown  # next: line
+    assert f"refit-best --study {study} --storage {mask_url(auth)}" in shown  # next: line
     report = ["report", "--study", study, "--storage", query, "--out", "r"]
     runs.append(run_cli(report, cwd=tmp_path))
     assert runs[-1].returncode == 0, runs[-1].stderr[-3000:]

@@ -280,7 +280,7 @@ def resume_command(options: SearchOptions) -> str:
     """
     parts = ["blood-automl", "search", "--study", options.study, "--trials", str(options.trials)]
     if options.storage:
-        parts += ["--storage", shlex.quote(mask_url(options.storage))]
+        parts += ["--storage", mask_url(options.storage)]
     defaults = SearchOptions()
     for name in ("weights", "objective", "seed", "sampler", "pruner"):
         value = getattr(options, name)
@@ -489,7 +489,7 @@ def print_summary(result: SearchResult, options: SearchOptions, console: Console
         console.print(top_table(result.study, options.objective))
         nxt = ["blood-automl", "refit-best", "--study", options.study]
         if options.storage:
-            nxt += ["--storage", shlex.quote(mask_url(options.storage))]
+            nxt += ["--storage", mask_url(options.storage)]
         console.print("next: " + " ".join(nxt))
     elif sys.stdout.isatty():
         console.print("no trial completed yet")
