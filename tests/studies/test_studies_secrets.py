@@ -33,6 +33,8 @@ FORMS = {
 UNREADABLE = {
     "raw-at": "postgresql://bob:zq1@zq2@db.example/studies",
     "raw-at-and-colon": "mysql+pymysql://bob:zq1@zq2:zq3@db.example/studies",
+    "raw-at-then-slash": "postgresql://bob:zq1@zq2/zq3@db.example/studies",
+    "raw-at-then-query": "postgresql://bob:zq1@zq2?zq3@db.example/studies",
     "bad-port": "postgresql://bob:zq1@db.example:zq2/studies",
     "no-scheme": "bob:zq1@db.example/studies",
 }

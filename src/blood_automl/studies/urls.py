@@ -78,9 +78,20 @@ def _read(text: str) -> URL | None:
         parsed = make_url(text)
     except (ArgumentError, ValueError, TypeError):
         return None
-    if parsed.host is not None and "@" in parsed.host:
+    if parsed.get_backend_name() != "sqlite" and _stray_at(text, parsed):
         return None  # "user:pa@ss@host": the password's own '@' ended it early
     return parsed
+
+
+def _stray_at(text: str, url: URL) -> bool:
+    """True when the URL has an ``@`` beyond the one that ends its user name and password.
+
+    An unencoded ``@`` in a password makes SQLAlchemy read the rest of the password as the
+    host, the database or the query (``pa@ss/word@host``: host ``ss``, database ``word@host``).
+    """
+    if "@" in (url.host or "") or "@" in (url.database or ""):
+        return True
+    return text.partition("://")[2].count("@") > 1 + (url.username or "").count("@")
 
 
 def _scheme(text: str) -> str | None:
