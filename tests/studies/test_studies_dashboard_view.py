@@ -15,7 +15,13 @@ import optuna
 import pytest
 from optuna_dashboard import get_note, save_note
 
-from blood_automl.studies import StudySettings, create_or_load_study, open_storage
+from blood_automl.studies import (
+    StudySettings,
+    create_or_load_study,
+    open_storage,
+    save_study_note,
+    study_note,
+)
 from blood_automl.studies import study as study_module
 from blood_automl.studies.budget import INTERRUPTED_ATTR, INTERRUPTED_NOTE, optimize_to_target
 
@@ -136,6 +142,11 @@ def test_a_search_uploads_named_images_the_dashboard_shows(tmp_path: Path) -> No
     assert detail["objective_names"] == ["validation balanced accuracy"]
     completed = [t for t in detail["trials"] if t["state"] == "Complete"]
     assert completed
+    note = detail["note"]["body"]
+    assert note.startswith("## shown: validation balanced accuracy, maximized")
+    table = {line.split("|")[1].strip() for line in note.splitlines() if line.startswith("| ")}
+    for trial in detail["trials"]:  # every name a trial's Parameter list shows is in the note
+        assert {p["name"] for p in trial["params"]} <= table
     store = StudiesArtifactStore(storage, url, "shown")
     for trial in completed:
         names = sorted(a["filename"] for a in trial["artifacts"])
@@ -145,3 +156,32 @@ def test_a_search_uploads_named_images_the_dashboard_shows(tmp_path: Path) -> No
             assert artifact["mimetype"] == "image/png"
             with store.open_reader(artifact["artifact_id"]) as f:
                 assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_study_note_lists_the_searched_parameters_by_their_names(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = create_or_load_study(storage, "noted", StudySettings(objective="macro_f1", seed=4))
+    assert study_note(study) is None  # no space stored: not a search's study (yet)
+    space = {
+        "name": "tiny",
+        "version": "1-abc",
+        "params": {
+            "dense_width": {"choices": [32, 64]},
+            "head_lr": {"low": 0.0001, "high": 0.01, "log": True},
+            "unfreeze_fraction": {"low": 0.1, "high": 0.3, "log": False, "step": 0.1},
+            "backbone": {"value": "MobileNet-0.25"},
+        },
+    }
+    study.set_user_attr("space", space)
+    save_study_note(study)
+    save_study_note(study)  # unchanged: not written again
+    note = get_note(study)
+    assert note == study_note(study)
+    assert note.startswith("## noted: validation macro F1, maximized")
+    assert "| dense_width | one of 32, 64 |" in note
+    assert "| head_lr | 0.0001 to 0.01 (log scale) |" in note
+    assert "| unfreeze_fraction | 0.1 to 0.3 in steps of 0.1 |" in note
+    assert "Fixed: backbone = MobileNet-0.25." in note
+    system = storage.get_study_system_attrs(study._study_id)
+    assert system["dashboard:note_ver"] == 1
+    assert _study_detail(storage, "noted")["note"]["body"] == note

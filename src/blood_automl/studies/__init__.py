@@ -25,6 +25,7 @@ from blood_automl.studies.budget import (
 )
 from blood_automl.studies.metadata import StudyVersionWarning, package_versions
 from blood_automl.studies.naming import DEFAULT_STUDY, check_study_name
+from blood_automl.studies.note import save_study_note, study_note
 from blood_automl.studies.settings import (
     OBJECTIVES,
     PRUNERS,
@@ -84,8 +85,10 @@ __all__ = [
     "optimize_to_target",
     "package_versions",
     "remaining_trials",
+    "save_study_note",
     "settings_of",
     "storage_url",
     "study_counts",
+    "study_note",
     "summarize",
 ]
