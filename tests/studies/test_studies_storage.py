@@ -267,11 +267,11 @@ def test_a_bad_storage_writes_nothing(tmp_path: Path) -> None:
     [
         ("postgresql://user:pw@host/db", "postgresql://user:***@host/db"),
         ("postgresql+psycopg2://u:p%40ss@h:5432/d", "postgresql+psycopg2://u:***@h:5432/d"),
-        ("mysql+pymysql://u:we@ird:pw@h/d?charset=utf8", "mysql+pymysql://u:***@h/d?charset=utf8"),
+        ("mysql+pymysql://u:we@ird:pw@h/d?charset=utf8", "mysql+pymysql://<unparseable URL>"),
         ("postgresql://u@h/d?password=secret&x=1", "postgresql://u@h/d?password=***&x=1"),
         ("postgresql://h/d", "postgresql://h/d"),
         ("sqlite:///studies/blood-automl.db", "sqlite:///studies/blood-automl.db"),
-        ("not a url:pw@", "not a url:pw@"),
+        ("not a url:pw@", "<unparseable URL>"),
         (None, DEFAULT_STORAGE),
     ],
 )
@@ -314,3 +314,111 @@ def test_importing_studies_does_not_import_tensorflow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def _plain_optuna_store(path: Path) -> str:
+    url = f"sqlite:///{path}"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name="plain", direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    storage.engine.dispose()
+    return url
+
+
+def test_reading_a_plain_optuna_store_leaves_it_as_it_was(tmp_path: Path) -> None:
+    url = _plain_optuna_store(tmp_path / "plain.db")
+    before = ((tmp_path / "plain.db").read_bytes(), (tmp_path / "plain.db").stat().st_mtime_ns)
+    storage = open_storage(url, heartbeat=False, existing=True)
+    study = optuna.load_study(study_name="plain", storage=storage)
+    assert len(study.get_trials()) == 2 and study.best_value is not None
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    storage.engine.dispose()
+    after = ((tmp_path / "plain.db").read_bytes(), (tmp_path / "plain.db").stat().st_mtime_ns)
+    assert after == before
+    assert journal_mode(tmp_path / "plain.db") == "delete"  # not switched to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.db"]
+
+
+def test_an_existing_store_is_never_created(tmp_path: Path) -> None:
+    for url in (f"sqlite:///{tmp_path}/none.db", "sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(StorageError, match=r"no study storage|in-memory"):
+            open_storage(url, existing=True)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StorageError, match="holds no studies"):
+        open_storage(f"sqlite:///{empty}", existing=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+    assert empty.read_bytes() == b""
+
+
+def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE studies (id INTEGER, title TEXT)")  # a name Optuna uses too
+    con.execute("INSERT INTO studies VALUES (1, 'mine')")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    for existing in (False, True):
+        with pytest.raises(StorageError, match=r"another program.*left untouched"):
+            open_storage(f"sqlite:///{path}", existing=existing)
+    assert path.read_bytes() == before
+    assert journal_mode(path) == "delete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_device_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    from blood_automl.studies import check_shared_url
+
+    if kind == "fifo":
+        path = tmp_path / "pipe.db"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/null")
+    for call in (
+        lambda: open_storage(f"sqlite:///{path}"),
+        lambda: open_storage(f"sqlite:///{path}", existing=True),
+        lambda: check_shared_url(f"sqlite:///{path}"),
+    ):
+        with pytest.raises(StorageError, match=r"FIFO|character device"):
+            call()
+
+
+def test_search_refuses_an_in_memory_store_before_opening_anything() -> None:
+    from blood_automl.studies import check_shared_url
+
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?cache=shared"):
+        with pytest.raises(StorageError, match=r"in-memory SQLite database.*use a file"):
+            check_shared_url(url)
+    check_shared_url(None)
+    check_shared_url("postgresql://u:pw@h/db")
+
+
+def test_server_databases_of_another_program_are_left_untouched(postgres_url: str) -> None:
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    base = make_url(postgres_url)
+    name = f"app_{_closed_port()}"
+    admin = psycopg2.connect(host=base.host, port=base.port, user=base.username, dbname="postgres")
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+    finally:
+        admin.close()
+    url = base.set(database=name).render_as_string(hide_password=False)
+    con = psycopg2.connect(host=base.host, port=base.port, user=base.username, dbname=name)
+    try:
+        with con, con.cursor() as cur:
+            cur.execute("CREATE TABLE studies (id serial PRIMARY KEY, title text)")
+        with pytest.raises(StorageError, match="no study storage"):
+            open_storage(url, existing=True)
+        with pytest.raises(StorageError, match=r"another program.*left untouched"):
+            open_storage(url)
+        with con.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            assert [row[0] for row in cur.fetchall()] == ["studies"]
+    finally:
+        con.close()

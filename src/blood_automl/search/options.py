@@ -12,7 +12,7 @@ from typing import Any
 from blood_automl.errors import ConfigError
 from blood_automl.spaces import Space, load_space
 from blood_automl.spaces.registry import get_backbone
-from blood_automl.studies import DEFAULT_STUDY, StudySettings, check_study_name
+from blood_automl.studies import DEFAULT_STUDY, StudySettings, check_shared_url, check_study_name
 
 RESUMABLE = ("weights", "image_size", "objective", "seed", "sampler", "pruner")
 """Options a study stores; left out on resume, they take the study's value."""
@@ -123,6 +123,7 @@ def check_options(options: SearchOptions, capacity: Capacity | None = None) -> N
     _check_whole("--seed", options.seed, 0, MAX_SEED)
     _check_image_size(options.image_size)
     _check_workers(options.workers, capacity)
+    check_shared_url(options.storage)  # a file or server all workers share, not :memory:
     if options.space and options.preset:
         raise ConfigError("give --preset or --space, not both (a space file names its base preset)")
     if options.space or options.preset:

@@ -56,16 +56,8 @@ class ReportResult:
 
 
 def open_existing_storage(url: str | None) -> BaseStorage:
-    """Open a storage for reading, refusing a SQLite file that does not exist (it is not created)."""
-    text = DEFAULT_STORAGE if url is None else url.strip()
-    parsed = parse_url(text) if text else None
-    path = sqlite_file(parsed) if parsed is not None and is_sqlite(parsed) else None
-    if path is not None and not path.is_file():
-        raise StorageError(
-            f"no study storage at {mask_url(text)} (the file {path} does not exist); run "
-            f"blood-automl search first, or pass the --storage URL the search used"
-        )
-    return open_storage(None if url is None else text, heartbeat=False)
+    """Open a storage for reading: nothing created, converted or added (see ``existing``)."""
+    return open_storage(url, heartbeat=False, existing=True)
 
 
 def write_report(

@@ -60,6 +60,7 @@ from blood_automl.studies import (
     open_storage,
     optimize_to_target,
     remaining_trials,
+    save_study_note,
     study_counts,
     summarize,
 )
@@ -441,6 +442,7 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
     if worker == 0:
         if SPACE_ATTR not in study.user_attrs:
             study.set_user_attr(SPACE_ATTR, space.to_dict())
+        save_study_note(study)  # the dashboard's study note: objective, settings, parameters
         if options.recipes:
             _enqueue_recipes(study, space, notes, remaining_trials(study, options.trials))
     return SearchSetup(storage, study, space, data, weights, notes, options)

@@ -25,6 +25,7 @@ from blood_automl.studies.budget import (
 )
 from blood_automl.studies.metadata import StudyVersionWarning, package_versions
 from blood_automl.studies.naming import DEFAULT_STUDY, check_study_name
+from blood_automl.studies.note import save_study_note, study_note
 from blood_automl.studies.settings import (
     OBJECTIVES,
     PRUNERS,
@@ -35,6 +36,7 @@ from blood_automl.studies.settings import (
 )
 from blood_automl.studies.storage import (
     HEARTBEAT_INTERVAL,
+    check_shared_url,
     describe_storage,
     open_storage,
     storage_url,
@@ -68,6 +70,7 @@ __all__ = [
     "artifact_dir",
     "artifact_store_for",
     "best_trial",
+    "check_shared_url",
     "check_study_name",
     "claim_slot",
     "count_finished",
@@ -82,8 +85,10 @@ __all__ = [
     "optimize_to_target",
     "package_versions",
     "remaining_trials",
+    "save_study_note",
     "settings_of",
     "storage_url",
     "study_counts",
+    "study_note",
     "summarize",
 ]

@@ -192,6 +192,7 @@ def optimize_to_target(
             # either way; marked, it is not counted, so a resumed study still runs N trials.
             if INTERRUPTED_ATTR not in trial.user_attrs:
                 trial.set_user_attr(INTERRUPTED_ATTR, "stopped by SIGINT or SIGTERM")
+            note_interrupted(trial)
             raise
 
     poll = poll_interval if poll_interval is not None else _poll_interval(study)
@@ -216,6 +217,25 @@ def optimize_to_target(
         if not wait_for_others or count_finished(study) >= target:
             return ran
         time.sleep(poll if left is None else max(0.0, min(poll, left)))
+
+
+INTERRUPTED_NOTE = (
+    "**Interrupted** by SIGINT or SIGTERM: this run of the trial stopped before it ended, "
+    "so it is not counted towards `--trials` (its state shows FAIL)."
+)
+"""The line put first in an interrupted trial's note, which the dashboard shows."""
+
+
+def note_interrupted(trial: optuna.Trial) -> None:
+    """Put :data:`INTERRUPTED_NOTE` first in the trial's dashboard note (kept if that fails)."""
+    try:
+        from optuna_dashboard import get_note, save_note
+
+        body = get_note(trial)
+        if not body.startswith(INTERRUPTED_NOTE):
+            save_note(trial, f"{INTERRUPTED_NOTE}\n\n{body}" if body else INTERRUPTED_NOTE)
+    except Exception:  # the note is a courtesy: the stop must go on whatever happens here
+        return
 
 
 def _fail_stale(study: optuna.Study) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from optuna.storages import RDBStorage
 from sqlalchemy import event
@@ -17,7 +19,15 @@ from sqlalchemy.engine import Connection, Engine
 from blood_automl.errors import StorageError
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-_OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+"""Tables every Optuna storage has (made together); a database with others only is foreign."""
+_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 _FIX = "choose another file with --storage sqlite:///PATH/TO/FILE.db"
 
 
@@ -63,27 +73,19 @@ def prepare_sqlite_file(path: Path, masked: str, busy_timeout: float) -> None:
     """Create the folder, refuse what is not a usable SQLite file, and switch it to WAL.
 
     Raises a one-line :class:`StorageError` for a folder that cannot be made or written, a
-    path that is a folder, a file that is not SQLite, or a SQLite file of another program.
+    path that is a folder, FIFO or device, a file that is not SQLite, or a SQLite file of
+    another program (which is left untouched).
     """
-    _make_folder(path.parent, masked)
-    if path.is_dir():
-        raise StorageError(f"the study storage {path} is a folder, not a file; {_FIX}")
-    if path.exists():
+    make_folder(path.parent, masked)
+    exists = check_sqlite_path(path)
+    if exists:
         _check_header(path)
     try:
         con = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     except sqlite3.Error as e:
         raise _open_error(path, e) from None
     try:
-        tables = {
-            row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        if tables and not tables & _OPTUNA_TABLES:
-            shown = ", ".join(sorted(tables)[:5])
-            raise StorageError(
-                f"{path} is a SQLite database of another program (tables: {shown}), "
-                f"not an Optuna study storage; {_FIX}"
-            )
+        check_optuna_tables(path, _tables(con))
         mode = str(con.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
         if mode != "wal":
             raise StorageError(
@@ -97,6 +99,89 @@ def prepare_sqlite_file(path: Path, masked: str, busy_timeout: float) -> None:
         con.close()
 
 
+def check_existing_sqlite_file(path: Path, masked: str, busy_timeout: float) -> None:
+    """Refuse, changing nothing, a path that is not an Optuna study storage made before.
+
+    The file is opened without being created, with writes refused (``query_only``); its
+    journal mode and tables stay as they are.
+    """
+    if not check_sqlite_path(path):
+        raise StorageError(
+            f"no study storage at {masked} (the file {path} does not exist); run "
+            f"blood-automl search first, or pass the --storage URL the search used"
+        )
+    _check_header(path)
+    try:
+        con = ExistingFile(path, busy_timeout)()
+    except sqlite3.Error as e:
+        raise _open_error(path, e) from None
+    try:
+        con.execute("PRAGMA query_only = ON")
+        tables = _tables(con)
+        if not tables:
+            raise StorageError(
+                f"{path} holds no studies (an empty SQLite database); run blood-automl search "
+                f"first, or pass the --storage URL the search used"
+            )
+        check_optuna_tables(path, tables)
+        stamped = con.execute("SELECT count(*) FROM version_info").fetchone()[0]
+        if "alembic_version" not in tables or not stamped:
+            raise StorageError(
+                f"{path} is an Optuna study storage whose set-up never finished (no schema "
+                f"version recorded); open it once with blood-automl search, or {_FIX}"
+            )
+    except sqlite3.DatabaseError as e:
+        raise _open_error(path, e) from None
+    finally:
+        con.close()
+
+
+class ExistingFile:
+    """A picklable SQLite ``creator``: connect to a file that must exist (never created)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.uri = f"file:{quote(str(path.absolute()))}?mode=rw"
+        self.timeout = timeout
+
+    def __call__(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.uri, uri=True, timeout=self.timeout, check_same_thread=False)
+
+
+def check_sqlite_path(path: Path) -> bool:
+    """Whether ``path`` exists; refuse at once (never blocking on it) what is not a plain file.
+
+    A FIFO would block the first read for ever, a device or folder is no database file.
+    """
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # the folder is checked when made
+        return False
+    except OSError as e:
+        raise StorageError(
+            f"cannot read the study storage {path} ({e.strerror or e}); {_FIX}"
+        ) from None
+    if stat.S_ISREG(mode):
+        return True
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    raise StorageError(f"the study storage {path} is {kind}, not a file; {_FIX}")
+
+
+def check_optuna_tables(path: Path, tables: set[str]) -> None:
+    """Refuse a SQLite database with tables that are not an Optuna study storage's."""
+    if not tables or tables >= OPTUNA_TABLES:
+        return
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise StorageError(
+        f"{path} is a SQLite database of another program (tables: {shown}), "
+        f"not an Optuna study storage; it was left untouched; {_FIX}"
+    )
+
+
+def _tables(con: sqlite3.Connection) -> set[str]:
+    rows = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {str(row[0]) for row in rows}
+
+
 def journal_mode(path: Path) -> str:
     """The journal mode of a SQLite file, read with a fresh connection (``wal`` when set up)."""
     con = sqlite3.connect(path)
@@ -106,7 +191,8 @@ def journal_mode(path: Path) -> str:
         con.close()
 
 
-def _make_folder(folder: Path, masked: str) -> None:
+def make_folder(folder: Path, masked: str) -> None:
+    """Create the storage's folder, refusing one under a file or one that is not writable."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
@@ -20,12 +21,22 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from blood_automl.errors import StorageError
 from blood_automl.studies.budget import OUTCOME_ATTRS
-from blood_automl.studies.sqlite import SQLiteStorage, init_lock, prepare_sqlite_file
+from blood_automl.studies.sqlite import (
+    OPTUNA_TABLES,
+    ExistingFile,
+    SQLiteStorage,
+    check_existing_sqlite_file,
+    check_sqlite_path,
+    init_lock,
+    make_folder,
+    prepare_sqlite_file,
+)
 from blood_automl.studies.urls import (
     DEFAULT_STORAGE,
     driver_hint,
     hide_secret,
     is_async_driver,
+    is_in_memory,
     mask_url,
     parse_url,
     sqlite_file,
@@ -68,6 +79,7 @@ def open_storage(
     max_retry: int = MAX_RETRY,
     busy_timeout: float = BUSY_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
+    existing: bool = False,
 ) -> BaseStorage:
     """Open (creating if needed) the Optuna storage at ``url`` (default :data:`DEFAULT_STORAGE`).
 
@@ -79,9 +91,14 @@ def open_storage(
     FAIL by the next worker asking for a trial and re-run with the same parameters up to
     ``max_retry`` times (Optuna's ``RetryHeartbeatStaleTrialCallback``).
 
+    With ``existing`` (commands that read a study: refit-best, report, dashboard) nothing is
+    created or converted: the storage must already hold Optuna's tables, a SQLite file is
+    opened without being created and keeps its journal mode, and no table is added.
+
     Raises :class:`StorageError` (one line, the URL masked) when the URL cannot be parsed,
     its driver is not installed, the server cannot be reached, the SQLite folder cannot be
-    written, or the file is not a SQLite database.
+    written, the path is a folder, FIFO or device, or the file is not a SQLite database or
+    belongs to another program (left untouched).
     """
     text = DEFAULT_STORAGE if url is None else url.strip()
     if not text:
@@ -98,9 +115,24 @@ def open_storage(
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_file(parsed)
         if path is None:  # in memory: one process, and each thread its own database
+            if existing:
+                raise StorageError(
+                    f"the storage URL {masked} names an in-memory SQLite database, which "
+                    f"holds no study; pass the --storage URL the search used"
+                )
             return _construct(lambda: RDBStorage(text), parsed, masked, connect_timeout)
-        prepare_sqlite_file(path, masked, busy_timeout)
+        if existing:
+            check_existing_sqlite_file(path, masked, busy_timeout)
+            kwargs = {"creator": ExistingFile(path, busy_timeout)}
+            return _construct(
+                lambda: RDBStorage(text, engine_kwargs=kwargs, skip_table_creation=True, **options),
+                parsed,
+                masked,
+                connect_timeout,
+            )
+        make_folder(path.parent, masked)
         with init_lock(path.parent, busy_timeout):
+            prepare_sqlite_file(path, masked, busy_timeout)
             return _construct(
                 lambda: _retry_schema_race(
                     lambda: SQLiteStorage(text, busy_timeout=busy_timeout, **options)
@@ -113,14 +145,38 @@ def open_storage(
     timeout_arg = _TIMEOUT_ARG.get(parsed.get_driver_name())
     if timeout_arg and timeout_arg not in parsed.query:
         engine_kwargs["connect_args"] = {timeout_arg: max(1, round(connect_timeout))}
-    return _construct(
-        lambda: _retry_schema_race(
-            lambda: RDBStorage(text, engine_kwargs=engine_kwargs, **options)
-        ),
-        parsed,
-        masked,
-        connect_timeout,
-    )
+
+    def make() -> BaseStorage:
+        _check_server_tables(text, engine_kwargs, masked, existing)
+        return _retry_schema_race(
+            lambda: RDBStorage(
+                text, engine_kwargs=engine_kwargs, skip_table_creation=existing, **options
+            )
+        )
+
+    return _construct(make, parsed, masked, connect_timeout)
+
+
+def check_shared_url(url: str | None) -> None:
+    """Refuse, before anything is opened or created, a storage URL a search cannot share.
+
+    A study must live in a file or on a server that every worker, trial process and a later
+    refit-best opens: an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``)
+    is lost with the process. A SQLite path that is a folder, FIFO or device is refused too.
+    """
+    text = DEFAULT_STORAGE if url is None else url.strip()
+    if not text:
+        raise StorageError(f"the storage URL is empty; give e.g. --storage {DEFAULT_STORAGE}")
+    parsed = parse_url(text)
+    if is_in_memory(parsed):
+        raise StorageError(
+            f"the storage URL {mask_url(text)} names an in-memory SQLite database, which lives "
+            f"and dies with one process, but a study's workers, trials and refit-best must "
+            f"share it; use a file such as --storage {DEFAULT_STORAGE}"
+        )
+    path = sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None:
+        check_sqlite_path(path)
 
 
 def default_heartbeat_interval() -> int:
@@ -282,6 +338,36 @@ def _retry_schema_race(make: Callable[[], BaseStorage], attempts: int = 5) -> Ba
                 raise
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
+
+
+def _check_server_tables(
+    url: str, engine_kwargs: dict[str, Any], masked: str, existing: bool
+) -> None:
+    """Refuse a server database that is not (``existing``) or cannot become an Optuna storage.
+
+    ``existing``: it must hold Optuna's tables (nothing is created). Otherwise a database
+    with a ``studies`` or ``trials`` table that is not Optuna's is another program's: Optuna
+    would add its tables beside them and then fail.
+    """
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if tables >= OPTUNA_TABLES:
+        return
+    if existing:
+        raise StorageError(
+            f"no study storage at {masked} (the database has no Optuna tables; nothing was "
+            f"added); run blood-automl search first, or pass the --storage URL the search used"
+        )
+    clash = sorted(tables & {"studies", "trials", "version_info"})
+    if clash:
+        raise StorageError(
+            f"the database at {masked} belongs to another program (it has a table "
+            f"{clash[0]!r} that is not Optuna's); it was left untouched; give --storage "
+            f"another database"
+        )
 
 
 def _construct(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -20,6 +22,12 @@ from blood_automl.studies.naming import DEFAULT_STUDY, check_study_name
 from blood_automl.studies.settings import StudySettings, make_pruner, make_sampler
 from blood_automl.studies.storage import describe_storage, resolve_storage, storage_errors
 
+OBJECTIVE_NAMES = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "macro_f1": "macro F1",
+}
+"""The objectives as people write them."""
 _MARKER_WAIT = 10.0  # seconds to wait for a study another worker is recording
 
 
@@ -80,11 +88,26 @@ def create_or_load_study(
             )
         else:
             meta.record(study, expected)
+            name_objective(study, settings.objective)
             return study
         _check_loaded(study, store, expected)
+        if study.metric_names is None:  # a study made before objectives were named
+            name_objective(study, str(study.user_attrs.get("objective", settings.objective)))
         trials_before = len(study.get_trials(deepcopy=False))
         study.sampler = make_sampler(settings, worker, trials_before)
     return study
+
+
+def metric_name(objective: str) -> str:
+    """How the dashboard names a study's objective: ``validation accuracy`` and so on."""
+    return f"validation {OBJECTIVE_NAMES.get(objective, objective)}"
+
+
+def name_objective(study: optuna.Study, objective: str) -> None:
+    """Name the study's objective for the dashboard (instead of "Objective 0")."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        study.set_metric_names([metric_name(objective)])
 
 
 def _check_loaded(study: optuna.Study, storage: BaseStorage, expected: dict[str, Any]) -> None:

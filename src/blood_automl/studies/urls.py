@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -14,14 +13,13 @@ from blood_automl.errors import StorageError
 DEFAULT_STORAGE = "sqlite:///studies/blood-automl.db"
 """The default study storage: a SQLite file under ``studies/`` in the working directory."""
 
+UNPARSEABLE = "<unparseable URL>"
+"""What :func:`mask_url` shows of a URL it cannot read, after the scheme when there is one."""
 _MASK = "***"
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "secret", "token", "sslpassword"})
-# scheme://user:password@rest -- the password runs to the last '@' before the path.
-_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@]*:)(?P<pw>[^/]*)@")
-_QUERY_SECRET = re.compile(
-    r"(?P<key>[?&](?:" + "|".join(sorted(_SECRET_QUERY_KEYS)) + r")=)(?P<value>[^&#]*)",
-    re.IGNORECASE,
-)
+_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "credential", "apikey", "api_key")
+"""A query parameter whose name contains one of these holds a secret (``sslpassword=``...)."""
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+-.")
+_ENCODE_HINT = "percent-encode @ as %40, : as %3A and / as %2F in the user name and password"
 
 # (dialect, driver) -> (module imported, how to install it)
 _DRIVERS: dict[tuple[str, str], tuple[str, str]] = {
@@ -39,26 +37,79 @@ _ASYNC_DRIVERS = frozenset({"asyncpg", "aiosqlite", "aiomysql", "asyncmy", "psyc
 
 
 def mask_url(url: str | URL | None) -> str:
-    """Return ``url`` with its password (and any secret query value) replaced by ``***``.
+    """``url`` as SQLAlchemy reads it, its password and secret query values shown as ``***``.
 
-    Works on URLs that SQLAlchemy cannot parse too, so error messages never show a secret.
+    The URL is parsed, never searched with patterns, so a password holding ``/``, ``@``,
+    ``:`` or ``%2F`` is hidden whole. A URL that cannot be read (or whose host holds an
+    ``@``, the end of an unencoded password) shows only its scheme and ``<unparseable URL>``.
     """
     if url is None:
         return DEFAULT_STORAGE
-    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
-    text = _USERINFO.sub(lambda m: m.group("head") + _MASK + "@", text, count=1)
-    return _QUERY_SECRET.sub(lambda m: m.group("key") + _MASK, text)
+    parsed = url if isinstance(url, URL) else _read(str(url))
+    if parsed is None:
+        scheme = _scheme(str(url))
+        return f"{scheme}://{UNPARSEABLE}" if scheme else UNPARSEABLE
+    masked = masked_url(parsed)
+    if masked == parsed and isinstance(url, str):
+        return url  # nothing secret in it: shown as given (SQLite paths unencoded)
+    # SQLAlchemy renders query values encoded: "***" would read "%2A%2A%2A"
+    return masked.render_as_string(hide_password=True).replace(quote_plus(_MASK), _MASK)
+
+
+def masked_url(url: URL) -> URL:
+    """A copy of ``url`` with its password and secret query values replaced by ``***``."""
+    if url.password is not None:
+        url = url.set(password=_MASK)
+    secret = [key for key in url.query if is_secret_key(key)]
+    if secret:
+        url = url.update_query_dict({key: _MASK for key in secret})
+    return url
+
+
+def is_secret_key(key: str) -> bool:
+    """True for a query parameter that holds a secret (``password``, ``sslpassword``, ``token``...)."""
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def _read(text: str) -> URL | None:
+    """``text`` parsed by SQLAlchemy, or None when it cannot be read safely."""
+    try:
+        parsed = make_url(text)
+    except (ArgumentError, ValueError, TypeError):
+        return None
+    if parsed.get_backend_name() != "sqlite" and _stray_at(text, parsed):
+        return None  # "user:pa@ss@host": the password's own '@' ended it early
+    return parsed
+
+
+def _stray_at(text: str, url: URL) -> bool:
+    """True when the URL has an ``@`` beyond the one that ends its user name and password.
+
+    An unencoded ``@`` in a password makes SQLAlchemy read the rest of the password as the
+    host, the database or the query (``pa@ss/word@host``: host ``ss``, database ``word@host``).
+    """
+    if "@" in (url.host or "") or "@" in (url.database or ""):
+        return True
+    return text.partition("://")[2].count("@") > 1 + (url.username or "").count("@")
+
+
+def _scheme(text: str) -> str | None:
+    """The scheme before ``://`` when it is a plain name (letters, digits, ``+-.``), else None."""
+    scheme, sep, _ = text.strip().partition("://")
+    if not sep or not scheme or not scheme[0].isalpha():
+        return None
+    return scheme if set(scheme.lower()) <= _SCHEME_CHARS else None
 
 
 def parse_url(url: str) -> URL:
     """Parse a storage URL, or raise a one-line :class:`StorageError` that shows it masked."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
+    parsed = _read(url)
+    if parsed is None:
         raise StorageError(
-            f"cannot read the storage URL {mask_url(url)!r}: it is not a database URL; "
-            f"use e.g. {DEFAULT_STORAGE} or postgresql://USER:PASSWORD@HOST/DB"
-        ) from None
+            f"cannot read the storage URL {mask_url(url)}: it is not a database URL; "
+            f"use e.g. {DEFAULT_STORAGE} or postgresql://USER:PASSWORD@HOST/DB ({_ENCODE_HINT})"
+        )
     return parsed
 
 
@@ -68,11 +119,25 @@ def is_sqlite(url: URL) -> bool:
 
 
 def sqlite_file(url: URL) -> Path | None:
-    """The database file of a SQLite URL, or None for an in-memory database."""
+    """The database file of a SQLite URL, or None for an in-memory database.
+
+    Understands the ``sqlite:///file:PATH?mode=...&uri=true`` form too.
+    """
     database = url.database
     if not database or database == ":memory:" or database.startswith("file::memory:"):
         return None
+    if database.startswith("file:") and str(url.query.get("uri", "")).lower() == "true":
+        parts = urlsplit(database)
+        path = unquote(parts.path)
+        if not path or path == ":memory:" or "mode=memory" in parts.query.split("&"):
+            return None
+        return Path(path)
     return Path(database)
+
+
+def is_in_memory(url: URL) -> bool:
+    """True for a SQLite URL that names no file (``sqlite://``, ``sqlite:///:memory:``)."""
+    return is_sqlite(url) and sqlite_file(url) is None
 
 
 def driver_hint(url: URL) -> tuple[str, str] | None:
@@ -86,11 +151,13 @@ def is_async_driver(url: URL) -> bool:
 
 
 def hide_secret(text: str, url: URL) -> str:
-    """Remove the URL's password from a message (drivers may echo connection parameters)."""
-    password = url.password
-    if password:
-        raw = str(password)
-        for form in {raw, quote(raw, safe=""), quote_plus(raw, safe="")}:
+    """Remove the URL's password and secret query values from a message (drivers may echo them)."""
+    secrets = [str(url.password)] if url.password else []
+    for key, value in url.query.items():
+        if is_secret_key(key):
+            secrets += [value] if isinstance(value, str) else list(value)
+    for raw in secrets:
+        for form in sorted({raw, quote(raw, safe=""), quote_plus(raw, safe="")}, key=len)[::-1]:
             if form:
                 text = text.replace(form, _MASK)
     return text

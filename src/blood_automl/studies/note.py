@@ -1,0 +1,74 @@
+"""The study's note in optuna-dashboard: its objective, settings and searched parameters by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from blood_automl.studies.study import metric_name
+
+SPACE_ATTR = "space"
+"""The study user attribute holding the search space (``Space.to_dict()``)."""
+
+
+def study_note(study: optuna.Study) -> str | None:
+    """Markdown describing a blood-automl study, or None for a study without a stored space.
+
+    The searched parameters are listed under the names Optuna gives them, the names every
+    trial's *Parameter* list in the dashboard shows; fixed ones follow with their values.
+    """
+    attrs = study.user_attrs
+    space = attrs.get(SPACE_ATTR)
+    if not isinstance(space, Mapping) or not isinstance(space.get("params"), Mapping):
+        return None
+    objective = metric_name(str(attrs.get("objective", "accuracy")))
+    searched = {k: v for k, v in space["params"].items() if _searched(v)}
+    fixed = {k: v["value"] for k, v in space["params"].items() if not _searched(v)}
+    lines = [
+        f"## {study.study_name}: {objective}, maximized",
+        "",
+        f"Space **{space.get('name', '?')}** (version {space.get('version', '?')})"
+        + (f": {space['description']}" if space.get("description") else ""),
+        "",
+        f"Sampler {attrs.get('sampler', '?')}, pruner {attrs.get('pruner', '?')}, "
+        f"seed {attrs.get('seed', '?')}; images {attrs.get('image_size', '?')} px, "
+        f"data {str(attrs.get('data_fingerprint', '?'))[:12]}.",
+        "",
+        "Interrupted and surplus trials (user attributes `interrupted`, `surplus`) are not "
+        "counted towards `--trials`.",
+        "",
+        "| parameter | searched over |",
+        "|---|---|",
+        *(f"| {name} | {_domain(domain)} |" for name, domain in searched.items()),
+    ]
+    if fixed:
+        lines += ["", "Fixed: " + ", ".join(f"{k} = {v}" for k, v in fixed.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def save_study_note(study: optuna.Study) -> None:
+    """Write :func:`study_note` as the study's dashboard note, unless it says that already."""
+    body = study_note(study)
+    if body is None:
+        return
+    from optuna_dashboard import get_note, save_note
+
+    if get_note(study) != body:
+        save_note(study, body)
+
+
+def _searched(domain: Any) -> bool:
+    return not (isinstance(domain, Mapping) and "value" in domain)
+
+
+def _domain(domain: Any) -> str:
+    if not isinstance(domain, Mapping):
+        return str(domain)
+    if "choices" in domain:
+        return "one of " + ", ".join(str(c) for c in domain["choices"])
+    text = f"{domain.get('low')} to {domain.get('high')}"
+    if domain.get("step") is not None:
+        text += f" in steps of {domain['step']}"
+    return text + (" (log scale)" if domain.get("log") else "")
