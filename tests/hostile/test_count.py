@@ -21,5 +21,5 @@ def all_cases() -> list[Case]:
 
 def test_there_are_enough_distinct_cases() -> None:
     cases = all_cases()
-    assert len({c.id for c in cases}) == len(cases) >= 53
+    assert len({c.id for c in cases}) == len(cases) >= 120
     assert len({c.setup for c in cases}) == len(cases)
