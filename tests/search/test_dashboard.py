@@ -214,3 +214,19 @@ def test_dashboard_url() -> None:
     assert dashboard_url("0.0.0.0", 9000) == "http://127.0.0.1:9000/dashboard"
     assert dashboard_url("::", 8080) == "http://[::1]:8080/dashboard"
     assert dashboard_url("localhost", 1) == "http://localhost:1/dashboard"
+
+
+def test_a_trials_note_names_its_parameters_as_the_parameter_list_does() -> None:
+    from blood_automl.search.objective import config_note
+    from blood_automl.spaces import load_space, suggest
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(3))
+    trial = study.ask()
+    config = suggest(trial, load_space("cpu"))
+    note = config_note(config, trial.number, trial.params)
+
+    searched, whole = note.split("**Configuration given to the trainer**")
+    rows = {line.split("|")[1].strip() for line in searched.splitlines() if line.startswith("| ")}
+    assert rows - {"parameter"} == set(trial.params)  # the dashboard's names, every one
+    assert "dense_width" in trial.params and "| dense_width |" in searched
+    assert f"| backbone | {config.backbone} |" in whole

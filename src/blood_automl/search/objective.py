@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,19 @@ def trial_seed(base_seed: int, number: int) -> int:
     return (base_seed * 1_000_003 + number) % (2**31 - 1)
 
 
-def config_note(config: TrialConfig, trial_number: int) -> str:
-    """The trial's configuration as a Markdown table, for the dashboard's note."""
-    rows = "\n".join(f"| {k} | {v} |" for k, v in config.to_dict().items())
+def config_note(config: TrialConfig, trial_number: int, params: Mapping[str, Any]) -> str:
+    """The trial's note for the dashboard: its searched parameters, then the whole configuration.
+
+    The first table uses the names of the dashboard's parameter list (the space's names);
+    the second is what the trainer was given, fixed and derived values included.
+    """
+    searched = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
+    whole = "\n".join(f"| {k} | {v} |" for k, v in config.to_dict().items())
     return (
-        f"### Trial {trial_number}: {config.backbone}\n\n| parameter | value |\n|---|---|\n{rows}\n"
+        f"### Trial {trial_number}: {config.backbone}\n\n"
+        f"**Searched parameters**\n\n| parameter | value |\n|---|---|\n{searched}\n\n"
+        f"**Configuration given to the trainer** (fixed and derived values too)\n\n"
+        f"| setting | value |\n|---|---|\n{whole}\n"
     )
 
 
@@ -209,7 +217,7 @@ def _save_note(trial: optuna.Trial, config: TrialConfig) -> None:
         from optuna_dashboard import save_note
     except ImportError:  # pragma: no cover - optuna-dashboard is a dependency
         return
-    save_note(trial, config_note(config, trial.number))
+    save_note(trial, config_note(config, trial.number, trial.params))
 
 
 def _upload_figures(
