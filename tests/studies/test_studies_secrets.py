@@ -98,7 +98,7 @@ def test_resume_command_and_next_line_are_masked_and_pasteable(url: str, kept: s
 
     out = io.StringIO()
     result = SearchResult(study=study, ran=1, counts=study_counts(study), top=summarize(study))
-    print_summary(result, options, Console(file=out, width=400))
+    print_summary(result, options, Console(file=out, width=40))  # narrower than the command
     (line,) = [line for line in out.getvalue().splitlines() if line.startswith("next: ")]
     assert "zq" not in out.getvalue()
     assert shlex.split(line)[-1] == mask_url(url)

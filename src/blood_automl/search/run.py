@@ -606,6 +606,7 @@ def print_summary(result: SearchResult, options: SearchOptions, console: Console
         nxt = ["blood-automl", "refit-best", "--study", options.study]
         if options.storage:
             nxt += ["--storage", mask_url(options.storage)]
-        console.print("next: " + " ".join(nxt))
+        # one line, never wrapped or read as markup: it is a command to copy
+        console.print("next: " + " ".join(nxt), soft_wrap=True, markup=False, highlight=False)
     elif sys.stdout.isatty():
         console.print("no trial completed yet")
