@@ -288,3 +288,28 @@ def test_class_names_that_look_like_formulas_are_quoted(tmp_path: Path) -> None:
         header, row = list(csv.reader(f))
     assert "p_=evil" in header  # the header cell starts with "p_": not a formula
     assert row[2:4] == ["'=evil", "'=evil"]  # true and predicted
+
+
+def test_images_are_decoded_as_training_data_is(export: Path, tmp_path: Path) -> None:
+    """16-bit PNGs are scaled over their full range with --convert, never clipped to white."""
+    import os
+
+    from blood_automl.search.predict import read_images
+
+    folder = tmp_path / "sixteen"
+    folder.mkdir()
+    grey = np.linspace(0, 65535, 96 * 96).reshape(96, 96).astype(np.uint16)
+    Image.fromarray(grey).save(folder / "a.png")
+    assert Image.open(folder / "a.png").mode.startswith("I")
+
+    with pytest.raises(DataError, match=r"16-bit.*--convert"):
+        read_images(folder, 96, tuple(PBC_CLASS_NAMES))
+    found = read_images(folder, 96, tuple(PBC_CLASS_NAMES), convert=True)
+    image = np.asarray(found.images)[0]
+    assert image.shape == (96, 96, 3)
+    np.testing.assert_allclose(image[..., 0], grey / 65535 * 255, atol=0.5)  # not all 255
+    assert any("16-bit" in note for note in found.notes)
+
+    os.mkfifo(tmp_path / "pipe.png")  # opening it would block for ever
+    with pytest.raises(DataError, match=r"pipe\.png.*FIFO"):
+        read_images(tmp_path / "pipe.png", 96, tuple(PBC_CLASS_NAMES))

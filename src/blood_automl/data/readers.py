@@ -484,7 +484,7 @@ def _image_files(folder: Path, root: Path) -> tuple[list[Path], int]:
     return files, ignored
 
 
-class _Tally:
+class ImageTally:
     """What reading the image files of a folder found: problems and conversions."""
 
     def __init__(self) -> None:
@@ -497,7 +497,7 @@ class _Tally:
         self.peak16 = 0
 
 
-def _rgb_array(im: Image.Image, rel: str, tally: _Tally) -> np.ndarray | None:
+def _rgb_array(im: Image.Image, rel: str, tally: ImageTally) -> np.ndarray | None:
     """One loaded image as (H, W, 3) uint8, 16-bit and float images scaled, else None."""
     if im.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(im)
@@ -524,13 +524,15 @@ def _rgb_array(im: Image.Image, rel: str, tally: _Tally) -> np.ndarray | None:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def _read_image(
-    f: Path, rel: str, *, image_size: int, convert: bool, tally: _Tally
+def decode_image(
+    f: Path, rel: str, *, convert: bool, tally: ImageTally, image_size: int | None = None
 ) -> np.ndarray | None:
-    """Read one image file as a resized (image_size, image_size, 3) uint8, or note why not.
+    """Read one image file as (H, W, 3) uint8 at its own size, or note in ``tally`` why not.
 
-    An image above Pillow's decompression-bomb limit (about 89 million pixels) is refused
-    (its warning raised as an error) rather than decoded.
+    16-bit and float images are scaled (see :func:`_rgb_array`); grayscale, alpha and 16-bit
+    images need ``convert``. With ``image_size``, images too small or too long to become
+    that size are refused. An image above Pillow's decompression-bomb limit (about 89
+    million pixels) is refused (its warning raised as an error) rather than decoded.
     """
     try:
         with warnings.catch_warnings():
@@ -542,12 +544,12 @@ def _read_image(
                 tally.needs_convert.append((rel, im.mode))
                 return None
             w, h = im.size
-            problem = geometry_problem(w, h, image_size)
+            problem = None if image_size is None else geometry_problem(w, h, image_size)
             if problem is not None:
                 tally.geometry.append(f"{rel} ({w}x{h}, {problem})")
                 return None
             tally.sizes.add(im.size)
-            array = _rgb_array(im, rel, tally)
+            return _rgb_array(im, rel, tally)
     except (
         OSError,
         UnidentifiedImageError,
@@ -559,8 +561,16 @@ def _read_image(
         first = str(exc).splitlines()[0] if str(exc) else "unreadable"
         tally.bad.append(f"{rel} ({type(exc).__name__}: {first})")
         return None
+
+
+def _read_image(
+    f: Path, rel: str, *, image_size: int, convert: bool, tally: ImageTally
+) -> np.ndarray | None:
+    """Read one image file as a resized (image_size, image_size, 3) uint8, or note why not."""
+    array = decode_image(f, rel, convert=convert, tally=tally, image_size=image_size)
     if array is None:
         return None
+    h, w = array.shape[:2]
     tally.resized += (w, h) != (image_size, image_size)
     return resize_one(array, image_size)
 
@@ -569,7 +579,7 @@ def _listed(items: list[str]) -> str:
     return "; ".join(items[:3]) + (f"; and {len(items) - 3} more" if len(items) > 3 else "")
 
 
-def _refuse_problems(where: str, tally: _Tally, image_size: int) -> None:
+def refuse_image_problems(where: str, tally: ImageTally, image_size: int) -> None:
     """Raise the first problem the folder's images have, naming the first few files."""
     if tally.bad:
         raise fail(
@@ -611,7 +621,7 @@ def _refuse_problems(where: str, tally: _Tally, image_size: int) -> None:
         )
 
 
-def _folder_notes(tally: _Tally, ignored: int, image_size: int) -> list[str]:
+def image_notes(tally: ImageTally, ignored: int, image_size: int) -> list[str]:
     notes = []
     if ignored:
         notes.append(f"ignored {ignored} non-image entries in the class folders")
@@ -674,7 +684,7 @@ def read_folder(
     n = sum(len(f) for f in per_class)
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     labels = np.empty(n, dtype=np.int64)
-    tally = _Tally()
+    tally = ImageTally()
     i = 0
     for label, files in enumerate(per_class):
         for f in files:
@@ -685,7 +695,7 @@ def read_folder(
             images[i] = image
             labels[i] = label
             i += 1
-    _refuse_problems(where, tally, image_size)
+    refuse_image_problems(where, tally, image_size)
     return Dataset(
         images=images,
         labels=labels,
@@ -693,5 +703,5 @@ def read_folder(
         source=source if source is not None else str(root),
         format="folder",
         predefined_split=None,
-        notes=tuple(_folder_notes(tally, ignored, image_size)),
+        notes=tuple(image_notes(tally, ignored, image_size)),
     )

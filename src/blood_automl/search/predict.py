@@ -11,9 +11,17 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from blood_automl.data.readers import IMAGE_SUFFIXES, _array, _open_npz
+from blood_automl.data.readers import (
+    IMAGE_SUFFIXES,
+    ImageTally,
+    _array,
+    _open_npz,
+    decode_image,
+    image_notes,
+    refuse_image_problems,
+    refuse_special,
+)
 from blood_automl.data.validate import fail, resize_one, to_labels, to_rgb_uint8
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.outputs import check_output_file, csv_cell, write_file
@@ -22,7 +30,6 @@ DEFAULT_OUT = Path("predictions.csv")
 """Where predictions go unless ``--out`` says otherwise (the working directory)."""
 
 _MAKE_MODEL = "give the model.keras (or its folder) exported by `blood-automl refit-best`"
-_NEEDS_CONVERT = {"L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA", "La", "RGBA", "RGBa", "PA"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -370,44 +377,19 @@ def _read_folder(root: Path, class_names: tuple[str, ...], convert: bool) -> Ima
 
 
 def _read_files(files: list[Path], root: Path, where: str, convert: bool) -> Images:
+    """Decode image files as the data layer does (16-bit and float scaled, modes checked)."""
     images: list[np.ndarray] = []
     sources: list[str] = []
-    bad: list[str] = []
-    gray: list[str] = []
-    converted = 0
+    tally = ImageTally()
     for f in files:
         rel = f.relative_to(root).as_posix()
-        try:
-            with Image.open(f) as im:
-                im.load()
-                if im.mode in _NEEDS_CONVERT and not convert:
-                    gray.append(f"{rel} (mode {im.mode})")
-                    continue
-                converted += im.mode != "RGB"
-                images.append(np.asarray(im.convert("RGB") if im.mode != "RGB" else im))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            bad.append(f"{rel} ({type(e).__name__})")
-            continue
-        except Image.DecompressionBombError:
-            bad.append(f"{rel} (too many pixels)")
-            continue
-        sources.append(rel)
-    if bad:
-        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise fail(
-            where,
-            f"{len(bad)} image file(s) cannot be read: {'; '.join(bad[:3])}{more}",
-            "remove or replace those files",
-        )
-    if gray:
-        raise fail(
-            where,
-            f"{len(gray)} image(s) are grayscale or have an alpha channel (e.g. {gray[0]}), but "
-            f"the model needs RGB",
-            "pass --convert to convert them to RGB, or save RGB images",
-        )
-    notes = [f"converted {converted} images to RGB"] if converted else []
-    return Images(images, sources, None, notes)
+        refuse_special(f, rel)  # a FIFO or device named like an image would block or never end
+        array = decode_image(f, rel, convert=convert, tally=tally)
+        if array is not None:
+            images.append(array)
+            sources.append(rel)
+    refuse_image_problems(where, tally, image_size=0)
+    return Images(images, sources, None, image_notes(tally, 0, image_size=0))
 
 
 # -- the output ----------------------------------------------------------------------------
