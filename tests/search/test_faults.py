@@ -175,3 +175,34 @@ def test_a_trial_process_killed_before_it_reports_is_a_death_not_a_message() -> 
     assert _died(child.exitcode) == (
         "the trial's process was killed by SIGKILL (the system may have run out of memory)"
     )
+
+
+@pytest.mark.parametrize(("workers", "delay"), [("1", 0.5), ("1", 3.0), ("2", 3.0)])
+def test_a_signal_before_the_first_trial_stops_cleanly(
+    small_real_npz: Path, tmp_path: Path, workers: str, delay: float
+) -> None:
+    """SIGTERM while TensorFlow loads or the study is set up: one line, exit 130, no leftovers."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the search itself keeps TensorFlow quiet
+    argv = ["search", "--data", str(small_real_npz), "--preset", "smoke", "--weights", "none"]
+    argv += ["--trials", "1", "--no-recipes", "--workers", workers]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blood_automl", *argv],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.skip("the search finished before the signal came")  # a very fast machine
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode in (1, 130), err  # 1 when it landed while the data was prepared
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "stopped" in lines[0] and "Traceback" not in err
+    leftovers = [p for p in tmp_path.rglob("*") if "tmp" in p.name]
+    assert leftovers == []

@@ -70,8 +70,9 @@ def redirect_output(path: Path) -> Path | None:
 def native_stderr_hidden() -> Iterator[None]:
     """Point fd 2 at a private temporary file inside the block, then restore it.
 
-    What was written there is dropped, unless the block raises: then it is written to
-    the real stderr, so a failing import still explains itself.
+    What was written there is dropped, unless the block raises an error: then it is
+    written to the real stderr, so a failing import still explains itself. A stop (Ctrl-C,
+    SIGTERM) drops it too: it explains nothing.
     """
     _flush()
     saved = os.dup(2)
@@ -79,7 +80,7 @@ def native_stderr_hidden() -> Iterator[None]:
         os.dup2(sink.fileno(), 2)
         try:
             yield
-        except BaseException:
+        except Exception:
             _flush()
             os.dup2(saved, 2)
             sink.seek(0)

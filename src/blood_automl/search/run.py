@@ -565,6 +565,25 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
     return ran
 
 
+@contextlib.contextmanager
+def stop_while_setting_up() -> Iterator[None]:
+    """SIGINT or SIGTERM before the first trial: a clean stop (exit code 130), nothing counted.
+
+    Preparing the data stops on its own (its temporary folder removed); a stop while
+    TensorFlow loads, weights are checked or the study is opened ends here. The trial
+    loop installs its own handlers, which record the running trial as interrupted.
+    """
+    try:
+        with stop_signals():
+            yield
+    except KeyboardInterrupt:
+        raise SearchStopped(
+            "search stopped by the user while setting up, before any trial ran; nothing was "
+            "counted; run the same command again to start",
+            exit_code=130,
+        ) from None
+
+
 def run_search(options: SearchOptions, console: Console | None = None) -> SearchResult:
     """Run (or resume) a search until the study has ``options.trials`` finished trials.
 
@@ -580,12 +599,14 @@ def run_search(options: SearchOptions, console: Console | None = None) -> Search
     if options.workers is None or options.workers > 1:
         from blood_automl.search.workers import default_workers, run_parallel
 
-        n = options.workers or default_workers()
-        if n > 1:
-            return run_parallel(replace(options, workers=n), console)
-    setup = setup_search(options)
+        with stop_while_setting_up():  # default_workers may load TensorFlow to count GPUs
+            n = options.workers or default_workers()
+            if n > 1:
+                return run_parallel(replace(options, workers=n), console)
+    with stop_while_setting_up():
+        setup = setup_search(options)
     for note in setup.notes:
-        console.print(f"[dim]{note}[/dim]")
+        console.print(note, style="dim", markup=False, highlight=False)
     with SearchProgress(
         setup.study, setup.options.trials, setup.options.objective, console
     ) as progress:

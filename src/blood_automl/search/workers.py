@@ -90,7 +90,7 @@ def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
         tf.config.set_visible_devices([], "GPU")
     setup = setup_search(replace(options, workers=1))
     for note in setup.notes:
-        console.print(f"[dim]{note}[/dim]")
+        console.print(note, style="dim", markup=False, highlight=False)
     threads = threads_per_worker(n, gpus)
     console.print(
         f"[dim]{n} workers"
