@@ -197,7 +197,7 @@ def test_a_signal_before_the_first_trial_stops_cleanly(
     )
     time.sleep(delay)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     if proc.returncode == 0:
         pytest.skip("the search finished before the signal came")  # a very fast machine
     lines = [line for line in err.splitlines() if line.strip()]
