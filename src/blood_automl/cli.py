@@ -68,7 +68,8 @@ def inspect_data_command(
     convert: Annotated[
         bool,
         typer.Option(
-            "--convert", help="Convert grayscale or RGBA images to RGB instead of refusing them."
+            "--convert",
+            help="Convert grayscale, RGBA and 16-bit images to 8-bit RGB instead of refusing them.",
         ),
     ] = False,
     sheet: Annotated[
@@ -224,7 +225,8 @@ def search_command(
         bool, typer.Option("--no-clean", help="Keep every image (no cleaning).")
     ] = False,
     convert: Annotated[
-        bool, typer.Option("--convert", help="Convert grayscale or RGBA images to RGB.")
+        bool,
+        typer.Option("--convert", help="Convert grayscale, RGBA and 16-bit images to 8-bit RGB."),
     ] = False,
 ) -> None:
     """Search backbones, heads, augmentation and fine-tuning with an Optuna study.
@@ -426,7 +428,8 @@ def predict_command(
         typer.Option("--resize", help="Resize images of another size (as training data is)."),
     ] = False,
     convert: Annotated[
-        bool, typer.Option("--convert", help="Convert grayscale or RGBA images to RGB.")
+        bool,
+        typer.Option("--convert", help="Convert grayscale, RGBA and 16-bit images to 8-bit RGB."),
     ] = False,
 ) -> None:
     """Predict the class of each image with an exported model; writes a CSV of probabilities.
