@@ -273,6 +273,12 @@ def test_a_search_in_a_terminal_shows_no_tensorflow_lines(tmp_path: Path) -> Non
     text = _search_in_pty(tmp_path, workers=1, trials=2)
     assert re.search(r"pace +\d+ s per trial \(median of 1\); about \d+ s left", text)
     assert re.search(r"running +trial 1: MobileNet-0\.25, (head|fine-tune) epoch 1/1", text)
+    # The commands after a search load TensorFlow too, as quietly.
+    for argv in (["refit-best"], ["predict", "exports/blood-automl", "train.npz"]):
+        code, text = run_in_pty(argv, tmp_path)
+        assert code == 0, text[-4000:]
+        noise = [line for line in text.splitlines() if _TF_LINE.search(line)]
+        assert noise == [], f"{argv}: " + "\n".join(noise[:20])
 
 
 @pytest.mark.slow

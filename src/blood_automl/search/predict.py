@@ -25,6 +25,7 @@ from blood_automl.data.readers import (
 from blood_automl.data.validate import fail, resize_one, to_labels, to_rgb_uint8
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.outputs import check_output_file, csv_cell, write_file
+from blood_automl.search.quiet import import_tensorflow_quietly
 
 DEFAULT_OUT = Path("predictions.csv")
 """Where predictions go unless ``--out`` says otherwise (the working directory)."""
@@ -187,8 +188,8 @@ def read_export(path: Path) -> ExportedModel:
 
 def load_model(exported: ExportedModel) -> Any:
     """Load the model in Keras safe mode and check its input and output against config.json."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import_tensorflow_quietly()  # its start-up lines stay out of the terminal
     import keras
 
     path = exported.model_file

@@ -14,6 +14,7 @@ from blood_automl.data import load_prepared
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.outputs import check_output_dir
 from blood_automl.search.export import EXPORT_KIND, classification_report_text, export_model
+from blood_automl.search.quiet import import_tensorflow_quietly
 from blood_automl.search.report import open_existing_storage, study_paths
 from blood_automl.search.run import SPACE_ATTR, study_dir
 from blood_automl.spaces import Space, TrialConfig, suggest
@@ -104,6 +105,7 @@ def refit_best(
     seed = int(trial.user_attrs.get("seed", 0))
     weights = str(study.user_attrs.get("weights", "imagenet"))
 
+    import_tensorflow_quietly()  # its start-up lines stay out of the terminal
     from blood_automl import trainer
 
     x = np.concatenate([np.asarray(data.x_train), np.asarray(data.x_val)])
