@@ -25,15 +25,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 import numpy as np
@@ -51,6 +49,7 @@ from blood_automl.data.split import (
 )
 from blood_automl.data.validate import check_image_size
 from blood_automl.errors import DataError
+from blood_automl.signals import raise_on_stop
 
 MANIFEST = "manifest.json"
 ARRAY_NAMES: tuple[str, ...] = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -422,35 +421,18 @@ def remove_stale_temporaries(out_dir: Path) -> list[Path]:
     return removed
 
 
-@contextlib.contextmanager
-def stop_on_signals(out_dir: Path) -> Iterator[None]:
+def stop_on_signals(out_dir: Path) -> contextlib.AbstractContextManager[None]:
     """SIGINT and SIGTERM stop the preparation with :class:`PreparationStopped` (once).
 
     The exception unwinds through the writer, which removes its temporary folder; later
     signals are ignored until then. Outside the main thread signals are left alone.
     """
-    stopping = False
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise PreparationStopped(
-            f"stopped by {signal.Signals(signum).name} while preparing the data for {out_dir}; "
+    return raise_on_stop(
+        lambda sig: PreparationStopped(
+            f"stopped by {sig.name} while preparing the data for {out_dir}; "
             "nothing half-written was left; run the command again to prepare it"
         )
-
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    )
 
 
 def _write_atomically(

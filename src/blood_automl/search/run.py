@@ -6,14 +6,11 @@ import contextlib
 import os
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import optuna
@@ -43,6 +40,7 @@ from blood_automl.search.options import (
 )
 from blood_automl.search.progress import SearchProgress, data_note, space_note, top_table
 from blood_automl.search.quiet import import_tensorflow_quietly
+from blood_automl.signals import raise_on_stop
 from blood_automl.spaces import (
     Choices,
     Fixed,
@@ -247,53 +245,13 @@ def _enqueue_recipes(study: optuna.Study, space: Space, notes: list[str], room: 
         notes.append(f"no published recipe fits the {space.name} space")
 
 
-_FINALIZER_FILES = frozenset({"weakref.py", "_weakrefset.py"})
-
-
-def _in_finalizer(frame: FrameType | None) -> bool:
-    """True in code whose exceptions Python prints and ignores: a weakref callback, a ``__del__``."""
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "__del__" or os.path.basename(code.co_filename) in _FINALIZER_FILES:
-            return True
-        frame = frame.f_back
-    return False
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[None]:
+def stop_signals() -> contextlib.AbstractContextManager[None]:
     """SIGINT and SIGTERM both stop the search once, as KeyboardInterrupt in the main thread.
 
     Later signals are ignored, so the trial being stopped can still be recorded as
-    interrupted and the storage left consistent. A signal that arrives while a weakref
-    callback or a ``__del__`` runs (garbage collection) is delivered again just after:
-    Python ignores exceptions raised there, so the stop would be lost, and with it every
-    later signal.
+    interrupted and the storage left consistent (see :func:`blood_automl.signals.raise_on_stop`).
     """
-    stopping = False
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        if _in_finalizer(frame):  # send it again in a moment, once out of the finalizer
-            resend = threading.Timer(0.05, os.kill, (os.getpid(), signum))
-            resend.daemon = True
-            resend.start()
-            return
-        stopping = True
-        raise KeyboardInterrupt()
-
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return raise_on_stop(lambda _signal: KeyboardInterrupt())
 
 
 def resume_command(options: SearchOptions) -> str:

@@ -1,0 +1,58 @@
+"""Stopping on SIGINT and SIGTERM: one exception in the main thread, once, never lost in a finalizer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+_FINALIZER_FILES = frozenset({"weakref.py", "_weakrefset.py"})
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """True in code whose exceptions Python prints and ignores: a weakref callback, a ``__del__``."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or os.path.basename(code.co_filename) in _FINALIZER_FILES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def raise_on_stop(error: Callable[[signal.Signals], BaseException]) -> Iterator[None]:
+    """Inside the block, the first SIGINT or SIGTERM raises ``error(signal)`` in the main thread.
+
+    Later signals are ignored, so what the exception unwinds (recording a trial as
+    interrupted, removing a temporary folder) can finish. A signal that arrives while a
+    weakref callback or a ``__del__`` runs (garbage collection) is delivered again just
+    after: Python ignores exceptions raised there, so the stop would be lost, and with it
+    every later signal. Outside the main thread signals are left alone.
+    """
+    stopping = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        if _in_finalizer(frame):  # send it again in a moment, once out of the finalizer
+            resend = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            resend.daemon = True
+            resend.start()
+            return
+        stopping = True
+        raise error(signal.Signals(signum))
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
