@@ -115,13 +115,13 @@ def test_a_search_uploads_named_images_the_dashboard_shows(tmp_path: Path) -> No
     """A real ``search`` (model training replaced by the fake trainer of tests/search)."""
     from conftest import make_images
 
-    images, labels = make_images(120, size=24, seed=0)
+    images, labels = make_images(120, size=32, seed=0)
     np.savez(tmp_path / "cells.npz", images=images, labels=labels)
     env = dict(os.environ, BLOOD_AUTOML_FAKE_TRAINER="1", TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKE_TRAINER), env.get("PYTHONPATH")]))
     env.pop("BLOOD_AUTOML_ARTIFACT_ROOT", None)
     url = f"sqlite:///{tmp_path}/store/s.db"
-    argv = ["search", "--data", "cells.npz", "--image-size", "24", "--preset", "smoke"]
+    argv = ["search", "--data", "cells.npz", "--image-size", "32", "--preset", "smoke"]
     argv += ["--weights", "none", "--trials", "2", "--no-recipes", "--workers", "1"]
     argv += ["--study", "shown", "--storage", url, "--objective", "balanced_accuracy"]
     done = subprocess.run(
