@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,28 @@ def predict_out_exists(ctx: Ctx) -> list[str]:
     return ["predict", ctx.export("good"), ctx.good_npz()]
 
 
+def _export_with_config(ctx: Ctx, **changes: Any) -> str:
+    model = ctx.export("good")
+    config = json.loads((ctx.tmp / model / "config.json").read_text())
+    (ctx.tmp / model / "config.json").write_text(json.dumps({**config, **changes}))
+    return model
+
+
+def predict_config_huge_image_size(ctx: Ctx) -> list[str]:
+    # Resizing to a million pixels a side would take the machine's memory (killed, no message).
+    model = _export_with_config(ctx, image_size=10**6)
+    return ["predict", model, ctx.good_npz(), "--resize"]
+
+
+def predict_config_endless_class_names(ctx: Ctx) -> list[str]:
+    # A million names in the error line would flood the terminal.
+    return ["predict", _export_with_config(ctx, class_names=["a"] * 10**6), ctx.good_npz()]
+
+
+def _short_error_line(ctx: Ctx, result: subprocess.CompletedProcess[str]) -> None:
+    assert len(result.stderr) < 1000, f"{len(result.stderr)} characters of error"
+
+
 def predict_batch_size_zero(ctx: Ctx) -> list[str]:
     return ["predict", ctx.export("good"), ctx.good_npz(), "--batch-size", "0"]
 
@@ -426,6 +449,19 @@ CASES = [
     Case("predict-wrong-image-size", predict_wrong_image_size, "not 96x96", "--resize"),
     Case("predict-out-exists", predict_out_exists, "predictions.csv exists", "--overwrite"),
     Case("predict-batch-size-zero", predict_batch_size_zero, "--batch-size", ">= 1"),
+    Case(
+        "predict-config-huge-image-size",
+        predict_config_huge_image_size,
+        "'image_size' must be a whole number of pixels in [8, 1024]",
+        "re-export",
+    ),
+    Case(
+        "predict-config-endless-class-names",
+        predict_config_endless_class_names,
+        "'class_names' must list at least 2 distinct",
+        "re-export",
+        check=_short_error_line,
+    ),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import reprlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,14 @@ from blood_automl.data.readers import (
     refuse_image_problems,
     refuse_special,
 )
-from blood_automl.data.validate import fail, resize_one, to_labels, to_rgb_uint8
+from blood_automl.data.validate import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    fail,
+    resize_one,
+    to_labels,
+    to_rgb_uint8,
+)
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.outputs import check_output_file, csv_cell, write_file
 from blood_automl.search.quiet import import_tensorflow_quietly
@@ -175,15 +183,33 @@ def read_export(path: Path) -> ExportedModel:
     ):
         raise DataError(
             f"{config_file}: 'class_names' must list at least 2 distinct class names, but is "
-            f"{names!r}; re-export the model with `blood-automl refit-best`"
+            f"{_short(names)}; re-export the model with `blood-automl refit-best`"
         )
     size = config.get("image_size")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, int)
+        or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE
+    ):
         raise DataError(
-            f"{config_file}: 'image_size' must be a whole number of pixels, but is {size!r}; "
+            f"{config_file}: 'image_size' must be a whole number of pixels in "
+            f"[{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], but is {_short(size)}; "
             f"re-export the model with `blood-automl refit-best`"
         )
     return ExportedModel(model_file, tuple(names), size, config)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a length an error line can carry."""
+    short = reprlib.Repr()
+    short.maxlist, short.maxdict, short.maxstring, short.maxother, short.maxlong = (
+        10,
+        10,
+        60,
+        60,
+        40,
+    )
+    return short.repr(value)
 
 
 def load_model(exported: ExportedModel) -> Any:
