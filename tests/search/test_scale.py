@@ -664,7 +664,9 @@ def test_a_signal_stops_every_worker_of_a_pool_and_the_study_resumes(
     work, study, target = tmp_path / "work", new_study("stop"), 6
     db = work / "studies" / "stop.db"
     url = f"sqlite:///{db}"
-    args = search_args(url, study, target, "--workers", "2", data=tiny_data[0])
+    # No pruner: trials pruned at their first epoch could let the pool finish before the two
+    # workers are ever seen training at the same moment.
+    args = search_args(url, study, target, "--workers", "2", "--pruner", "none", data=tiny_data[0])
     run = procs.start(args, "search", cwd=work, env=fake_env(BLOOD_AUTOML_FAKE_SECONDS=1.5))
     seen: dict[int, str] = {}
 
