@@ -36,11 +36,14 @@ EXPECTED_DEFAULTS = {
     "rotate90": True,
     "mix": "none",
     "mix_alpha": 0.2,
-    "head_epochs": 5,
+    "unfreeze_fraction": 1.0,
+    "schedule": "single_phase",
+    "batch_norm": "adapt",
+    "head_epochs": 3,
     "head_lr": 1e-3,
-    "unfreeze_fraction": 0.3,
-    "finetune_epochs": 5,
-    "finetune_lr": 1e-4,
+    "finetune_epochs": 12,
+    "finetune_lr": 5e-4,
+    "warmup_epochs": 1,
     "optimizer": "adam",
     "weight_decay": 0.0,
     "loss": "crossentropy",
@@ -51,9 +54,12 @@ EXPECTED_DEFAULTS = {
 }
 
 # What a trial at the defaults puts in trial.params: the conditional parameters whose
-# condition fails at the defaults (l1, mix_alpha, weight_decay, focal_gamma) are left out.
+# condition fails at the defaults (l1, mix_alpha, head_epochs and head_lr of two_phase,
+# weight_decay, focal_gamma) are left out.
 EXPECTED_DEFAULT_TRIAL_PARAMS = set(EXPECTED_DEFAULTS) - {
     "l1",
+    "head_epochs",
+    "head_lr",
     "mix_alpha",
     "weight_decay",
     "focal_gamma",

@@ -26,8 +26,9 @@ from blood_automl.spaces import (
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # The fields where enqueuing a recipe into the gpu space may differ from the recipe itself:
-# a recipe-only backbone is replaced by its stand-in, the unfreeze fraction snaps to the grid.
-MAY_DIFFER = {"backbone", "unfreeze_fraction"}
+# a recipe-only backbone is replaced by its stand-in, the unfreeze fraction snaps to the grid,
+# the fine-tuning epochs move into the space's range.
+MAY_DIFFER = {"backbone", "unfreeze_fraction", "finetune_epochs"}
 
 
 def test_five_recipes_with_their_backbones_and_notes() -> None:

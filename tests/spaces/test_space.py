@@ -25,8 +25,22 @@ from blood_automl.spaces import (
 ALL = set(PARAM_NAMES)
 SEARCHED = {
     "gpu": ALL,
-    "cpu": ALL
-    - {"l1_enabled", "l1", "flip", "rotate90", "head_epochs", "finetune_epochs", "batch_size"},
+    "cpu": {
+        "backbone",
+        "dense_width",
+        "activation",
+        "dropout",
+        "head_batch_norm",
+        "l2",
+        "randaugment_ops",
+        "randaugment_magnitude",
+        "unfreeze_fraction",
+        "schedule",
+        "batch_norm",
+        "head_lr",
+        "finetune_lr",
+        "label_smoothing",
+    },
     "smoke": {
         "dense_width",
         "activation",
@@ -74,9 +88,17 @@ def test_presets_cover_the_registry_except_recipe_only_backbones() -> None:
 
 def test_preset_epochs_and_batch() -> None:
     gpu, cpu, smoke = (load_space(p) for p in PRESETS)
-    assert gpu["head_epochs"] == Range(3, 15) and gpu["finetune_epochs"] == Range(3, 20)
-    assert cpu.fixed().items() >= {"head_epochs": 4, "finetune_epochs": 4, "batch_size": 64}.items()
+    assert gpu["head_epochs"] == Range(1, 10) and gpu["finetune_epochs"] == Range(8, 40)
+    assert (
+        cpu.fixed().items() >= {"head_epochs": 2, "finetune_epochs": 12, "batch_size": 64}.items()
+    )
     assert smoke.fixed()["head_epochs"] == 1 and smoke.fixed()["finetune_epochs"] == 1
+    # Every preset can train the whole backbone, in one phase or after the head, with batch
+    # norm frozen or adapting (smoke: the fast fixed choices).
+    for space in (gpu, cpu):
+        assert space["unfreeze_fraction"].high == 1.0
+        assert space["schedule"] == Choices(("single_phase", "two_phase"))
+        assert space["batch_norm"] == Choices(("adapt", "frozen"))
 
 
 def test_a_user_file_fixes_narrows_and_drops_choices(tmp_path: Path) -> None:

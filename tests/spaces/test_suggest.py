@@ -163,9 +163,9 @@ def test_conditional_parameters_are_asked_when_they_apply() -> None:
 
 
 def test_fixed_values_are_applied_but_not_suggested() -> None:
-    trial = optuna.trial.FixedTrial(default_params())
+    trial = optuna.trial.FixedTrial({**default_params(), "schedule": "two_phase"})
     config = suggest(trial, load_space("cpu"))
-    assert (config.head_epochs, config.finetune_epochs, config.batch_size) == (4, 4, 64)
+    assert (config.head_epochs, config.finetune_epochs, config.batch_size) == (2, 12, 64)
     assert not {"head_epochs", "finetune_epochs", "batch_size", "flip"} & set(trial.params)
 
 

@@ -51,7 +51,7 @@ def test_a_narrowed_space_prints_as_a_file_that_loads_back(tmp_path: Path) -> No
     mine.write_text(
         'base = "cpu"\n[params.backbone]\nexclude = ["MobileNetV2"]\n'
         "[params.dropout]\nlow = 0.1\nhigh = 0.3\n"
-        '[params.optimizer]\nvalue = "adamw"\n[params.label_smoothing]\nlow = 0.0\nhigh = 0.2\nstep = 0.05\n',
+        '[params.schedule]\nvalue = "single_phase"\n[params.label_smoothing]\nlow = 0.0\nhigh = 0.2\nstep = 0.05\n',
         encoding="utf-8",
     )
     space = load_space(mine)

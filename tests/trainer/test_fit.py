@@ -3,6 +3,7 @@ pruning through the report hook, and a diverging loss failing its trial."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ FAST = TrialConfig(
     head_epochs=1,
     finetune_epochs=1,
     unfreeze_fraction=0.3,
+    schedule="two_phase",
+    batch_norm="frozen",
+    warmup_epochs=0,
     batch_size=32,
 )
 
@@ -99,10 +103,11 @@ def test_short_transfer_fit_on_real_images_learns_and_keeps_frozen_weights(
         report=lambda step, value: steps.append((step, value)),
         patience=None,
     )
-    # One learning curve over both phases, reported every epoch.
-    assert [s for s, _ in steps] == [1, 2, 3, 4, 5]
+    # One learning curve over both phases; the pruner sees the fine-tuning epochs, from 1.
+    assert [s for s, _ in steps] == [1, 2]
     assert [row["phase"] for row in result.history] == ["head"] * 3 + ["finetune"] * 2
-    assert result.best_value == max(v for _, v in steps)
+    assert [v for _, v in steps] == [row["val_accuracy"] for row in result.history[3:]]
+    assert result.best_value == max(row["val_accuracy"] for row in result.history)
     # Learns: 8 classes, chance is 12.5%.
     test = compute_metrics(
         real_split["y_test"], predict(result.model, real_split["x_test"]), real_split["class_names"]
@@ -171,7 +176,7 @@ def test_pruner_stops_the_trial_through_the_report_hook(real_split: dict[str, An
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
-    assert seen == [1]  # stopped after the first epoch of five
+    assert seen == [1]  # stopped after the first fine-tuning epoch (the fourth of four)
     assert list(trial.intermediate_values) == [1]
 
 
@@ -198,3 +203,99 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on(real_split: dict[str, An
     assert study.trials[1].state == optuna.trial.TrialState.COMPLETE
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf)"):
         objective(optuna.trial.FixedTrial({}, number=0))  # type: ignore[arg-type]
+
+
+def test_single_phase_trains_the_whole_network_with_adapting_batch_norm(
+    real_split: dict[str, Any],
+    mobilenet_weights_path: Path,
+    mobilenet_file_weights: dict[str, list[np.ndarray]],
+) -> None:
+    from blood_automl.trainer.model import ADAPT_BN_MOMENTUM
+
+    config = TrialConfig(
+        **{
+            **FAST.to_dict(),
+            "schedule": "single_phase",
+            "batch_norm": "adapt",
+            "unfreeze_fraction": 1.0,
+            "warmup_epochs": 1,
+            "finetune_epochs": 3,
+            "finetune_lr": 5e-4,
+        }
+    )
+    steps: list[int] = []
+    result = train(
+        config,
+        real_split["x_train"],
+        real_split["y_train"],
+        real_split["class_names"],
+        x_val=real_split["x_val"],
+        y_val=real_split["y_val"],
+        weights=str(mobilenet_weights_path.parent),
+        report=lambda step, value: steps.append(step),
+        patience=None,
+    )
+    # No head phase: every epoch trains the backbone and is reported from step 1.
+    assert [row["phase"] for row in result.history] == ["finetune"] * 3
+    assert steps == [1, 2, 3]
+    assert result.head_epochs == 0 and result.finetune_epochs == result.best_step
+    assert result.best_value is not None and result.best_value > 0.45
+    # The whole network trained, and batch norm adapted: its moving statistics left the
+    # ImageNet values (they move at ADAPT_BN_MOMENTUM).
+    backbone = result.model.get_layer("backbone")
+    norms = [
+        layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert norms and all(layer.trainable for layer in norms)
+    assert all(layer.momentum == ADAPT_BN_MOMENTUM for layer in norms)
+    for layer in norms:
+        moving_mean = np.asarray(layer.moving_mean)
+        stored = [a for a in mobilenet_file_weights[layer.name] if a.shape == moving_mean.shape]
+        assert not any(np.array_equal(moving_mean, a) for a in stored), layer.name
+    convs = [layer for layer in backbone.layers if layer.weights and layer not in norms]
+    assert all(
+        not same_arrays(mobilenet_file_weights[layer.name], layer.get_weights()) for layer in convs
+    )
+
+
+def test_warm_up_then_cosine_decay_over_the_planned_epochs() -> None:
+    from blood_automl.trainer.fit import backbone_schedule
+
+    steps, planned, lr = 10, 6, 1e-3
+    schedule = backbone_schedule(lr, steps, planned, warmup_epochs=1)
+    rates = [float(schedule(i)) for i in range(planned * steps + 1)]
+    # Linear warm-up from 1% to the peak over the first epoch.
+    assert rates[0] == pytest.approx(lr * 0.01)
+    assert all(a < b for a, b in itertools.pairwise(rates[: steps + 1]))
+    assert rates[steps] == pytest.approx(lr)
+    # Then cosine decay to 1% of the peak at the end of the planned epochs.
+    assert all(a >= b for a, b in itertools.pairwise(rates[steps:]))
+    assert rates[-1] == pytest.approx(lr * 0.01, rel=1e-3)
+    # Without warm-up the decay starts at the peak.
+    assert float(backbone_schedule(lr, steps, planned, warmup_epochs=0)(0)) == pytest.approx(lr)
+
+
+def test_a_refit_follows_the_searched_learning_rates(real_split: dict[str, Any]) -> None:
+    """A refit of the first k epochs of a trial planned for n uses the trial's schedule."""
+    n = 128
+    config = TrialConfig(
+        **{**FAST.to_dict(), "schedule": "single_phase", "finetune_epochs": 4, "warmup_epochs": 1}
+    )
+    result = train(
+        config,
+        real_split["x_train"][:n],
+        real_split["y_train"][:n],
+        real_split["class_names"],
+        weights="none",
+        epochs=(0, 2),
+    )
+    assert (result.head_epochs, result.finetune_epochs) == (0, 2)
+    from blood_automl.trainer.fit import backbone_schedule
+
+    steps = -(-n // config.batch_size)
+    schedule = backbone_schedule(config.finetune_lr, steps, 4, 1)
+    # After 2 of 4 planned epochs the rate is mid-decay, not at the decay's end.
+    assert float(result.model.optimizer.learning_rate) == pytest.approx(
+        float(schedule(2 * steps)), rel=1e-4
+    )
+    assert float(schedule(2 * steps)) > 10 * config.finetune_lr * 0.01

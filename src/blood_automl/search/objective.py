@@ -116,6 +116,7 @@ def train_trial(trial: optuna.Trial, config: TrialConfig, seed: int, ctx: Search
             report=report,
             seed=seed,
             patience=ctx.patience,
+            every_epoch=ctx.space.schema < 2,  # how studies of space schema 1 were pruned
         )
     except optuna.TrialPruned:
         raise

@@ -17,6 +17,8 @@ from rich.text import Text
 
 from blood_automl.search.quiet import LOG_ATTR, log_tail
 from blood_automl.spaces import Choices, Domain, Fixed, Space, TrialConfig
+from blood_automl.spaces.domains import domain_values
+from blood_automl.spaces.plan import epoch_plan
 from blood_automl.studies import study_counts, summarize
 from blood_automl.studies.budget import counted
 
@@ -73,9 +75,18 @@ def space_note(space: Space) -> str:
     base = f", narrowing the {space.base} preset" if space.base else ""
     return (
         f"space: {space.name} (version {space.version}{base}); {len(backbones)} backbone"
-        f"{'s' if len(backbones) != 1 else ''}: {shown}; epochs per trial: "
-        f"{_span(space['head_epochs'])} head + {_span(space['finetune_epochs'])} fine-tune"
+        f"{'s' if len(backbones) != 1 else ''}: {shown}; epochs per trial: {_epochs_text(space)}"
     )
+
+
+def _epochs_text(space: Space) -> str:
+    schedules = domain_values(space["schedule"]) or ("single_phase", "two_phase")
+    text = f"up to {_span(space['finetune_epochs'])} training the backbone"
+    if "two_phase" in schedules:
+        text += f", after {_span(space['head_epochs'])} head-only in two_phase"
+    if space.schema < 2:
+        return f"{_span(space['head_epochs'])} head + {_span(space['finetune_epochs'])} fine-tune"
+    return text
 
 
 def duration_text(seconds: float) -> str:
@@ -106,12 +117,9 @@ def eta_seconds(
     return max(0.0, remaining * per_trial - done) / max(1, parallel)
 
 
-def phase_text(step: int | None, head_epochs: int, finetune_epochs: int) -> str:
-    """The phase and epoch of a trial whose last reported step is ``step`` (both phases count)."""
-    done = step or 0
-    if done < head_epochs or finetune_epochs <= 0:
-        return f"head epoch {min(done + 1, head_epochs)}/{head_epochs}"
-    return f"fine-tune epoch {min(done - head_epochs + 1, finetune_epochs)}/{finetune_epochs}"
+def phase_text(step: int | None, config: TrialConfig, every_epoch: bool = False) -> str:
+    """The phase and epoch of a trial of ``config`` whose last reported step is ``step``."""
+    return epoch_plan(config, every_epoch=every_epoch).phase_text(step)
 
 
 def _trial_seconds(trial: FrozenTrial, now: float) -> float:
@@ -122,10 +130,13 @@ def _trial_seconds(trial: FrozenTrial, now: float) -> float:
 
 
 def _running_text(trial: FrozenTrial, now: float) -> str:
-    config = trial.user_attrs.get("config") or {}
-    phase = phase_text(
-        trial.last_step, int(config.get("head_epochs", 0)), int(config.get("finetune_epochs", 0))
-    )
+    try:
+        config = TrialConfig.from_dict(trial.user_attrs.get("config") or {})
+    except Exception:  # a config this code cannot read: say nothing of its phase
+        return f"trial {trial.number}: {trial.user_attrs.get('backbone', '?')}, " + duration_text(
+            _trial_seconds(trial, now)
+        )
+    phase = phase_text(trial.last_step, config)
     backbone = trial.user_attrs.get("backbone", "?")
     return f"trial {trial.number}: {backbone}, {phase}, {duration_text(_trial_seconds(trial, now))}"
 
@@ -225,11 +236,11 @@ class SearchProgress:
 
     def on_trial_start(self, trial: optuna.Trial, config: TrialConfig) -> None:
         """A trial of this process starts training."""
-        self.running = f"trial {trial.number}: {config.backbone}, head epoch 1/{config.head_epochs}"
+        self.running = f"trial {trial.number}: {config.backbone}, {phase_text(None, config)}"
 
     def on_epoch(self, trial: optuna.Trial, config: TrialConfig, step: int, value: float) -> None:
         """A trial trained in this process reported epoch ``step``."""
-        phase = phase_text(step, config.head_epochs, config.finetune_epochs)
+        phase = phase_text(step, config)
         self.running = (
             f"trial {trial.number}: {config.backbone}, {phase}, last {self.objective} {value:.4f}"
         )

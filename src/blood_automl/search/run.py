@@ -42,10 +42,12 @@ from blood_automl.search.progress import SearchProgress, data_note, space_note, 
 from blood_automl.search.quiet import import_tensorflow_quietly
 from blood_automl.signals import raise_on_stop
 from blood_automl.spaces import (
+    DEFAULT_START,
     Choices,
     Fixed,
     Space,
     applicable_recipes,
+    default_start,
     load_space,
     read_space_file,
 )
@@ -195,7 +197,11 @@ def _prepare_data(options: SearchOptions, folder: Path, notes: list[str]) -> Pre
 
 
 def _max_epochs(space: Space) -> int:
-    """The most epochs (both phases) a trial of ``space`` can train: Hyperband's budget."""
+    """The largest pruner step a trial of ``space`` can report: Hyperband's budget.
+
+    The pruner sees the epochs of a trial's last phase (see ``spaces.plan``); studies of
+    space schema 1 reported every epoch of both phases.
+    """
 
     def high(name: str) -> int:
         domain = space[name]
@@ -205,7 +211,9 @@ def _max_epochs(space: Space) -> int:
             return int(max(domain.options))
         return int(domain.high)
 
-    return high("head_epochs") + high("finetune_epochs")
+    if space.schema < 2:
+        return high("head_epochs") + high("finetune_epochs")
+    return max(high("head_epochs"), high("finetune_epochs"))
 
 
 class FailureStreak:
@@ -233,6 +241,8 @@ class FailureStreak:
 def _enqueue_recipes(study: optuna.Study, space: Space, notes: list[str], room: int) -> None:
     done = {t.user_attrs.get(RECIPE_ATTR) for t in study.get_trials(deepcopy=False)}
     recipes = applicable_recipes(space)
+    if space.schema >= 2:  # the default configuration first, then the published recipes
+        recipes = {DEFAULT_START: default_start(space), **recipes}
     added: list[str] = []
     for name, params in recipes.items():
         if name in done or len(added) >= room:

@@ -12,6 +12,16 @@ Mix = Literal["none", "mixup", "cutmix"]
 Optimizer = Literal["adam", "adamw", "lion"]
 Loss = Literal["crossentropy", "focal"]
 ClassWeight = Literal["none", "balanced", "sqrt"]
+Schedule = Literal["two_phase", "single_phase"]
+BatchNorm = Literal["frozen", "adapt"]
+
+#: Values of the fields a configuration recorded before they existed: they reproduce how
+#: such a configuration was trained (head, then fine-tuning; batch norm frozen; no warm-up).
+LEGACY_FIELDS: dict[str, Any] = {
+    "schedule": "two_phase",
+    "batch_norm": "frozen",
+    "warmup_epochs": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -42,12 +52,19 @@ class TrialConfig:
     mix: Mix = "none"
     mix_alpha: float = 0.2
     # Fine-tuning: fraction of the backbone's layers, from the top, aligned to whole blocks.
-    unfreeze_fraction: float = 0.3
-    # Optimization.
-    head_epochs: int = 5
-    finetune_epochs: int = 5
+    unfreeze_fraction: float = 1.0
+    # "single_phase": head and unfrozen backbone train together from the first epoch;
+    # "two_phase": the head trains alone first (head_epochs at head_lr), then fine-tuning.
+    schedule: Schedule = "single_phase"
+    # Batch norm of the unfrozen backbone: kept frozen, or adapting its statistics to the data.
+    batch_norm: BatchNorm = "adapt"
+    # Optimization. finetune_epochs is the most epochs of the phase that trains the backbone
+    # (early stopping ends it on a plateau); its learning rate warms up over warmup_epochs.
+    head_epochs: int = 3
+    finetune_epochs: int = 12
     head_lr: float = 1e-3
-    finetune_lr: float = 1e-4
+    finetune_lr: float = 5e-4
+    warmup_epochs: int = 1
     optimizer: Optimizer = "adam"
     weight_decay: float = 0.0
     loss: Loss = "crossentropy"
@@ -64,7 +81,11 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        A configuration recorded before a field existed gets the field's legacy value
+        (:data:`LEGACY_FIELDS`), so it trains as it did then.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -73,7 +94,7 @@ class TrialConfig:
             raise ConfigError(
                 f"unknown TrialConfig fields {unknown}; known fields: {sorted(names)}"
             )
-        kwargs = dict(values)
+        kwargs = {**LEGACY_FIELDS, **values}
         if "dense_units" in kwargs:
             kwargs["dense_units"] = tuple(int(u) for u in kwargs["dense_units"])
         return cls(**kwargs)

@@ -9,11 +9,13 @@ from typing import Any, Literal, get_args
 
 from blood_automl.spaces.config import (
     Activation,
+    BatchNorm,
     ClassWeight,
     Loss,
     Mix,
     Optimizer,
     Pooling,
+    Schedule,
     TrialConfig,
 )
 from blood_automl.spaces.registry import BACKBONES
@@ -109,6 +111,7 @@ def _num(x: float | None) -> str:
 
 _USABLE_BACKBONES = tuple(name for name, spec in BACKBONES.items() if spec.min_size <= IMAGE_SIZE)
 _UNFROZEN = When("unfreeze_fraction", lambda f: f > 0, "unfreeze_fraction > 0")
+_TWO_PHASE = When("schedule", lambda s: s == "two_phase", "schedule == 'two_phase'")
 
 #: Every hyperparameter in the order ``suggest`` asks for them (parents before children).
 PARAMS: tuple[ParamSpec, ...] = (
@@ -132,13 +135,15 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("rotate90", "bool", True, "cells have no orientation, so 90-degree rotations are free label-preserving data", meaning="random rotations of training images by multiples of 90 degrees"),
     ParamSpec("mix", "str", "none", "MixUp/CutMix slow convergence in the short budgets of a search", values=get_args(Mix), meaning="mixing of training images and labels: none, MixUp or CutMix"),
     ParamSpec("mix_alpha", "float", 0.2, "alpha 0.2 is the MixUp paper's choice for ImageNet-scale training", low=0.0, high=10.0, low_open=True, when=When("mix", lambda m: m != "none", "mix != 'none'"), meaning="alpha of the Beta distribution that draws the MixUp / CutMix proportions"),
-    # Head phase.
-    ParamSpec("head_epochs", "int", 5, "a frozen-backbone head converges in a few epochs; early stopping ends it sooner", low=1, high=1000, meaning="epochs of the head phase (backbone frozen)"),
-    ParamSpec("head_lr", "float", 1e-3, "Adam's standard learning rate suits a freshly initialised head", low=0.0, high=1.0, low_open=True, meaning="learning rate of the head phase"),
-    # Fine-tuning phase.
-    ParamSpec("unfreeze_fraction", "float", 0.3, "the hand-tuning teams found unfreezing the top blocks beat none or all", low=0.0, high=1.0, meaning="fraction of the backbone's top blocks trained in the fine-tuning phase (0: no fine-tuning)"),
-    ParamSpec("finetune_epochs", "int", 5, "as many as the head phase; the pruner and early stopping cut bad ones", low=0, high=1000, when=_UNFROZEN, inactive=0, meaning="epochs of the fine-tuning phase"),
-    ParamSpec("finetune_lr", "float", 1e-4, "ten times below the head rate so fine-tuning keeps the ImageNet features", low=0.0, high=1.0, low_open=True, when=_UNFROZEN, meaning="starting learning rate of the fine-tuning phase (cosine decay)"),
+    # Schedule: what trains, in which phases, for how many epochs.
+    ParamSpec("unfreeze_fraction", "float", 1.0, "the whole network trained from the first epoch beat partial fine-tuning on cell images (bench/quality.py)", low=0.0, high=1.0, meaning="fraction of the backbone's top blocks that train (0: the head alone, 1: the whole network)"),
+    ParamSpec("schedule", "str", "single_phase", "one phase with warm-up reaches the fine-tuned accuracy without spending epochs on a head-only phase", values=get_args(Schedule), when=_UNFROZEN, inactive="two_phase", meaning="single_phase: head and unfrozen blocks train together from the first epoch; two_phase: the head trains alone first, then fine-tuning"),
+    ParamSpec("batch_norm", "str", "adapt", "blood-cell images are far from ImageNet's statistics; adapting batch norm lets the features follow them", values=get_args(BatchNorm), when=_UNFROZEN, inactive="frozen", meaning="batch norm of the unfrozen blocks: frozen (ImageNet statistics) or adapt (trains, statistics follow the data at momentum 0.9)"),
+    ParamSpec("head_epochs", "int", 3, "a frozen-backbone head converges in a few epochs; early stopping ends it sooner", low=1, high=1000, when=_TWO_PHASE, meaning="epochs of the head phase (backbone frozen); two_phase only"),
+    ParamSpec("head_lr", "float", 1e-3, "Adam's standard learning rate suits a freshly initialised head", low=0.0, high=1.0, low_open=True, when=_TWO_PHASE, meaning="learning rate of the head phase; two_phase only"),
+    ParamSpec("finetune_epochs", "int", 12, "the most epochs of backbone training; early stopping and the pruner end a trial sooner", low=0, high=1000, when=_UNFROZEN, inactive=0, meaning="most epochs of the phase that trains the backbone (early stopping ends it on a plateau)"),
+    ParamSpec("finetune_lr", "float", 5e-4, "whole-network training of small backbones with Adam does best near 5e-4, after warm-up", low=0.0, high=1.0, low_open=True, when=_UNFROZEN, meaning="peak learning rate of the phase that trains the backbone (linear warm-up, then cosine decay over finetune_epochs)"),
+    ParamSpec("warmup_epochs", "int", 1, "one epoch of linear warm-up keeps the random head from wrecking the pretrained features", low=0, high=100, when=_UNFROZEN, inactive=0, meaning="epochs of linear learning-rate warm-up at the start of the phase that trains the backbone"),
     # Optimization.
     ParamSpec("optimizer", "str", "adam", "Adam is forgiving of its learning rate, the safest first try", values=get_args(Optimizer), meaning="the optimizer of both phases"),
     ParamSpec("weight_decay", "float", 0.0, "Adam has no decoupled weight decay; it is searched for adamw and lion", low=0.0, high=1.0, when=When("optimizer", lambda o: o in ("adamw", "lion"), "optimizer in ('adamw', 'lion')"), meaning="decoupled weight decay of adamw and lion"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blood_automl.errors import ConfigError
-from blood_automl.spaces.config import TrialConfig
+from blood_automl.spaces.config import LEGACY_FIELDS, TrialConfig
 from blood_automl.spaces.domains import Range, nearest
 from blood_automl.spaces.params import PARAMS, applies, config_to_values
 from blood_automl.spaces.registry import BACKBONES
@@ -49,6 +49,11 @@ class Recipe:
         return self.config.to_dict()
 
 
+def _published(**fields: Any) -> TrialConfig:
+    """A published pipeline's configuration: head first, then fine-tuning with batch norm frozen."""
+    return TrialConfig(**{**LEGACY_FIELDS, **fields})
+
+
 def _unfrozen(backbone: str, layers: int) -> float:
     """``layers`` top layers of ``backbone`` as a fraction of its layers (the space's unit)."""
     return min(1.0, round(layers / BACKBONES[backbone].layers, 3))
@@ -58,7 +63,7 @@ _RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="mobilenetv3-se",
         title="MobileNetV3Large, squeeze-and-excitation head, swish dense layers, 140 layers unfrozen",
-        config=TrialConfig(
+        config=_published(
             backbone="MobileNetV3Large", se_block=True, dense_layers=2, dense_units=(256, 128),
             activation="swish", dropout=0.3, head_batch_norm=True, l2=1e-4,
             randaugment_ops=2, randaugment_magnitude=0.3, flip=True, rotate90=True,
@@ -71,7 +76,7 @@ _RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="efficientnetv2l-focal",
         title="EfficientNetV2L, two dense layers, RandAugment (3 ops), AdamW, focal loss",
-        config=TrialConfig(
+        config=_published(
             backbone="EfficientNetV2L", dense_layers=2, dense_units=(512, 256), activation="swish",
             dropout=0.4, randaugment_ops=3, randaugment_magnitude=0.5, optimizer="adamw",
             weight_decay=1e-4, loss="focal", focal_gamma=2.0, head_epochs=10, finetune_epochs=10,
@@ -83,7 +88,7 @@ _RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="convnextbase-selu",
         title="ConvNeXtBase, SELU dense layers with dropout, MixUp + CutMix + RandAugment + AugMix, class weights",
-        config=TrialConfig(
+        config=_published(
             backbone="ConvNeXtBase", dense_layers=2, dense_units=(512, 256), activation="selu",
             dropout=0.2, head_batch_norm=False, l2=1.3e-5, l1=0.0, randaugment_ops=2,
             randaugment_magnitude=0.5, mix="mixup", mix_alpha=0.2, head_epochs=10,
@@ -99,7 +104,7 @@ _RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="convnextlarge-adamw",
         title="ConvNeXtLarge, RandAugment + flips, AdamW, 10 epochs frozen then 3 with the last 30 layers unfrozen",
-        config=TrialConfig(
+        config=_published(
             backbone="ConvNeXtLarge", randaugment_ops=2, randaugment_magnitude=0.5, flip=True,
             rotate90=False, optimizer="adamw", weight_decay=4e-3, head_epochs=10,
             finetune_epochs=3, unfreeze_fraction=_unfrozen("ConvNeXtLarge", 30),
@@ -111,7 +116,7 @@ _RECIPES: tuple[Recipe, ...] = (
     Recipe(
         name="resnet50-ensemble",
         title="ResNet50 / InceptionV3 / EfficientNetB0 ensemble baseline, dense ReLU head with L2, Adam, batch 32",
-        config=TrialConfig(
+        config=_published(
             backbone="ResNet50", dense_layers=1, dense_units=(256,), activation="relu",
             dropout=0.3, head_batch_norm=False, l2=1e-4, randaugment_ops=0, optimizer="adam",
             head_lr=1e-3, finetune_lr=1e-4, batch_size=32, head_epochs=10, finetune_epochs=10,
@@ -152,10 +157,15 @@ class _Misfit(Exception):
 
 
 class _SnapTrial:
-    """A trial that answers each question with the recipe's value, moved into the space."""
+    """A trial that answers each question with the recipe's value, moved into the space.
 
-    def __init__(self, target: dict[str, Any]) -> None:
+    A categorical value the space does not allow is a misfit, or with ``lenient`` the
+    space's first choice.
+    """
+
+    def __init__(self, target: dict[str, Any], lenient: bool = False) -> None:
         self.target = target
+        self.lenient = lenient
         self.params: dict[str, Any] = {}
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
@@ -165,6 +175,8 @@ class _SnapTrial:
             value = exact[0]
         elif all(isinstance(c, int | float) and not isinstance(c, bool) for c in (want, *choices)):
             value = nearest(tuple(choices), want)
+        elif self.lenient:
+            value = choices[0]
         else:
             raise _Misfit(name, want, choices)
         self.params[name] = value
@@ -216,6 +228,23 @@ def recipe_params(recipe: Recipe | str, space: Space) -> dict[str, Any]:
             f"{show(misfit.value)}, and the space allows only {show(misfit.allowed, 200)}; "
             f"train it with recipe_config({recipe.name!r}) or use a space that allows it"
         ) from None
+    return trial.params
+
+
+#: The name under which the default configuration is queued as a study's first trial.
+DEFAULT_START = "default"
+
+
+def default_start(space: Space) -> dict[str, Any]:
+    """The Optuna params of the default configuration (``TrialConfig()``) moved into ``space``.
+
+    Every parameter's default (see ``spaces.params``) is the first try measured best on
+    blood-cell images; queued as the first trial, it gives the sampler a strong point to
+    start from. Numbers outside the space move to its nearest value; a choice the space
+    does not offer becomes its first choice.
+    """
+    trial = _SnapTrial(config_to_values(TrialConfig()), lenient=True)
+    suggest(trial, space)
     return trial.params
 
 

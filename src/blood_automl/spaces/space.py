@@ -21,7 +21,13 @@ from blood_automl.spaces.validate import fail, parse_params, show
 
 #: Bumped when the meaning of a space's content changes in code (parameters, their
 #: conditions or how values become a TrialConfig); part of every space version.
-SCHEMA_VERSION = 1
+#: 2: schedule, batch_norm and warmup_epochs; head_epochs and head_lr apply to two_phase only.
+SCHEMA_VERSION = 2
+#: Per older schema, the parameters it did not have and the fixed values that make a space
+#: stored by it train as it did then. Such a space keeps its schema and version.
+OLD_SCHEMAS: dict[int, dict[str, Any]] = {
+    1: {"schedule": "two_phase", "batch_norm": "frozen", "warmup_epochs": 0},
+}
 #: The shipped presets, in the order a user would consider them.
 PRESETS: tuple[str, ...] = ("gpu", "cpu", "smoke")
 #: The preset a search uses when none is given.
@@ -46,6 +52,9 @@ class Space:
     #: The preset a space file narrowed ("" for a preset or a stored space); not part of
     #: the version, which depends on the domains alone.
     base: str = field(default="", compare=False)
+    #: The schema the space was stored with: an older one (a study made by an earlier
+    #: version) keeps its own version string and stored form.
+    schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         names = tuple(name for name, _ in self.domains)
@@ -70,7 +79,7 @@ class Space:
     def version(self) -> str:
         """``<schema>-<8 hex digits>``: the schema version and a hash of the normalised domains."""
         text = json.dumps(self._params_dict(), sort_keys=True, separators=(",", ":"))
-        return f"{SCHEMA_VERSION}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+        return f"{self.schema}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
     @property
     def backbones(self) -> tuple[str, ...]:
@@ -100,7 +109,7 @@ class Space:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description (for a study's user attributes); see :meth:`from_dict`."""
         return {
-            "schema": SCHEMA_VERSION,
+            "schema": self.schema,
             "version": self.version,
             "name": self.name,
             "description": self.description,
@@ -125,18 +134,24 @@ class Space:
                 "is not a key of a stored space",
                 "pass the dict Space.to_dict() returned",
             )
-        if data.get("schema") != SCHEMA_VERSION:
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION and schema not in OLD_SCHEMAS:
             fail(
                 source,
                 "schema",
-                f"= {show(data.get('schema'))} is not this code's space schema {SCHEMA_VERSION}",
+                f"= {show(schema)} is not a space schema this code reads "
+                f"({', '.join(str(v) for v in (*OLD_SCHEMAS, SCHEMA_VERSION))})",
                 "use the blood-automl version that made the study",
             )
         name, description = (
             _text(data, "name", source, "space"),
             _text(data, "description", source, ""),
         )
-        space = cls(name, tuple(parse_params(data.get("params"), source).items()), description)
+        params = data.get("params")
+        if schema in OLD_SCHEMAS and isinstance(params, dict):
+            params = _upgrade(params, OLD_SCHEMAS[int(schema)], source)
+        domains = tuple(parse_params(params, source).items())
+        space = cls(name, domains, description, schema=int(schema))
         if "version" in data and data["version"] != space.version:
             fail(
                 source,
@@ -159,7 +174,21 @@ class Space:
         return "\n".join(lines)
 
     def _params_dict(self) -> dict[str, Any]:
-        return {name: domain.to_dict() for name, domain in self.domains}
+        added = OLD_SCHEMAS.get(self.schema, {})
+        return {name: domain.to_dict() for name, domain in self.domains if name not in added}
+
+
+def _upgrade(params: dict[str, Any], added: dict[str, Any], source: str) -> dict[str, Any]:
+    """The params of a space stored by an older schema, with the parameters it lacked fixed."""
+    for name in added:
+        if name in params:
+            fail(
+                source,
+                f"params.{name}",
+                "is not a parameter of the space schema the study was stored with",
+                "store the space again with Space.to_dict()",
+            )
+    return {**params, **{name: {"value": value} for name, value in added.items()}}
 
 
 def _domain_text(domain: Domain) -> str:

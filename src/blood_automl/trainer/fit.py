@@ -13,13 +13,15 @@ import numpy as np
 import tensorflow as tf
 
 from blood_automl.spaces.config import TrialConfig
+from blood_automl.spaces.plan import EpochPlan, epoch_plan
 from blood_automl.trainer.augment import AugmentParams, make_augmenter
 from blood_automl.trainer.metrics import compute_metrics, objective_value
 from blood_automl.trainer.model import build_model, set_trainable, unfreeze_index, weights_mode
 from blood_automl.trainer.runtime import configure, seed_everything
 
-# report(step, value): step counts epochs done over both phases (1, 2, ...); it may raise
-# (optuna.TrialPruned, for example) to stop the trial.
+# report(step, value): step is the epoch's pruner step (see spaces.plan.EpochPlan: the epochs
+# of the trial's last phase, counted from 1); it may raise (optuna.TrialPruned, for example)
+# to stop the trial.
 ReportFn = Callable[[int, float], None]
 
 
@@ -131,8 +133,10 @@ class _EpochMonitor(keras.callbacks.Callback):
         history: list[dict[str, Any]],
         phase: str,
         best: dict[str, Any],
+        plan: EpochPlan,
     ) -> None:
         super().__init__()
+        self.plan = plan
         self.val, self.y_val, self.class_names = val, y_val, class_names
         self.objective, self.report, self.patience = objective, report, patience
         self.history, self.phase, self.best = history, phase, best
@@ -168,12 +172,31 @@ class _EpochMonitor(keras.callbacks.Callback):
                 self.wait = 0
             else:
                 self.wait += 1
-            if self.report is not None:
-                self.report(step, value)
+            pruner_step = self.plan.pruner_step(step)
+            if self.report is not None and pruner_step is not None:
+                self.report(pruner_step, value)
             if self.patience is not None and self.wait >= self.patience:
                 self.model.stop_training = True
         else:
             self.history.append(row)
+
+
+def backbone_schedule(
+    learning_rate: float, steps: int, planned_epochs: int, warmup_epochs: int
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to ``learning_rate`` over ``warmup_epochs``, then cosine decay to 1%.
+
+    The decay spans the configuration's planned epochs (its most), so a trial stopped early
+    and its refit, which trains only the epochs that led to the best score, follow the same
+    learning rates epoch by epoch.
+    """
+    warm = max(0, min(warmup_epochs, planned_epochs - 1)) * steps
+    decay = max(1, planned_epochs * steps - warm)
+    if warm == 0:
+        return keras.optimizers.schedules.CosineDecay(learning_rate, decay, alpha=0.01)
+    return keras.optimizers.schedules.CosineDecay(
+        learning_rate * 0.01, decay, alpha=0.01, warmup_target=learning_rate, warmup_steps=warm
+    )
 
 
 def train(
@@ -190,18 +213,24 @@ def train(
     seed: int = 0,
     patience: int | None = 3,
     epochs: tuple[int, int] | None = None,
+    every_epoch: bool = False,
     xla: bool = False,
     verbose: int = 0,
 ) -> TrainResult:
-    """Build and fit ``config`` in two phases and return the model at its best validation epoch.
+    """Build and fit ``config`` and return the model at its best validation epoch.
 
-    Phase 1 trains the head on a frozen backbone at ``head_lr``. Phase 2 unfreezes the top
-    ``unfreeze_fraction`` of the backbone (whole blocks; batch norm stays frozen) and
-    trains at ``finetune_lr`` with cosine decay. From scratch (``weights="none"``) there is
-    nothing to protect: the whole network, batch norm included, trains in both phases.
-    Every epoch of both phases reports the objective on the validation data to ``report``
-    under one step counter. With ``epochs=(head, finetune)`` and no validation data (a
-    refit), exactly those epochs run and the final weights are kept.
+    ``two_phase``: the head trains on a frozen backbone at ``head_lr``, then the top
+    ``unfreeze_fraction`` of the backbone (whole blocks) trains with it. ``single_phase``:
+    head and unfrozen blocks train together from the first epoch. The phase that trains
+    the backbone warms its learning rate up over ``warmup_epochs`` to ``finetune_lr``, then
+    decays it (cosine) over ``finetune_epochs``, and ends early on a plateau of
+    ``patience`` epochs. Batch norm of the unfrozen blocks stays frozen
+    (``batch_norm="frozen"``: ``trainable=False``, inference mode) or adapts to the data
+    (``"adapt"``: it trains, its moving statistics at momentum 0.9). From scratch
+    (``weights="none"``) the whole network, batch norm included, trains in both phases.
+    Epochs of the last phase are reported to ``report`` (see :class:`EpochPlan`;
+    ``every_epoch`` reports all). With ``epochs=(head, finetune)`` and no validation data
+    (a refit), exactly those epochs run and the final weights are kept.
     """
     configure()
     seed_everything(seed)
@@ -212,12 +241,14 @@ def train(
     model, backbone = build_model(
         config, num_classes, image_size=int(x_train.shape[1]), weights=mode
     )
-    head_epochs, finetune_epochs = epochs or (config.head_epochs, config.finetune_epochs)
-    start = unfreeze_index(backbone, config.unfreeze_fraction)
-    if scratch:
-        start = 1
-    if start >= len(backbone.layers):
-        finetune_epochs = 0
+    start = 1 if scratch else unfreeze_index(backbone, config.unfreeze_fraction)
+    plan = epoch_plan(
+        config,
+        trains_backbone=start < len(backbone.layers),
+        epochs=epochs,
+        every_epoch=every_epoch,
+    )
+    head_epochs, finetune_epochs = plan.head_epochs, plan.backbone_epochs
 
     sample_w = class_weights(y_train, num_classes, config.class_weight)
     augment = make_augmenter(AugmentParams.from_config(config), num_classes, seed=seed)
@@ -261,6 +292,7 @@ def train(
             history=history,
             phase=phase,
             best=best,
+            plan=plan,
         )
         first = len(history)
         model.fit(
@@ -273,7 +305,7 @@ def train(
             verbose=verbose,
         )
 
-    # Phase 1: head only (from scratch: everything).
+    # Phase 1 (two_phase): the head only (from scratch: everything).
     if scratch:
         set_trainable(backbone, 1, scratch=True)
     else:
@@ -285,11 +317,16 @@ def train(
         model.set_weights(best["weights"])  # phase 2 starts from the best head
         head_used = int(best["step"])
 
-    # Phase 2: fine-tune the top blocks with cosine decay.
-    trainable_layers = set_trainable(backbone, start, scratch=scratch) if finetune_epochs else 0
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.finetune_lr, decay_steps=steps * max(1, finetune_epochs), alpha=0.01
+    # Phase 2: the unfrozen blocks train with the head; warm-up, then cosine decay.
+    trainable_layers = (
+        set_trainable(backbone, start, scratch=scratch, adapt_bn=config.batch_norm == "adapt")
+        if finetune_epochs
+        else 0
     )
+    planned = (
+        config.finetune_epochs if epochs is None else max(finetune_epochs, config.finetune_epochs)
+    )
+    schedule = backbone_schedule(config.finetune_lr, steps, planned, plan.warmup_epochs)
     run_phase("finetune", finetune_epochs, schedule)
     finetune_done = len(history) - head_done
 

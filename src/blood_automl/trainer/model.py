@@ -27,6 +27,10 @@ _MODE = {
 # Batch-norm momentum for backbones trained from scratch: the keras.applications defaults
 # (0.99-0.999) lag so far behind the weights that validation sits at the majority class.
 SCRATCH_BN_MOMENTUM = 0.9
+# Batch-norm momentum of pretrained layers that adapt to the data (batch_norm = "adapt"):
+# a search trains tens to hundreds of steps, and at 0.99-0.999 the moving statistics would
+# still be mostly ImageNet's when the model is evaluated.
+ADAPT_BN_MOMENTUM = 0.9
 _NORM_LAYERS = (keras.layers.BatchNormalization,)
 
 
@@ -358,18 +362,25 @@ def unfreeze_index(backbone: keras.Model, fraction: float) -> int:
     return min(starts, key=lambda s: (abs(s - target), s))
 
 
-def set_trainable(backbone: keras.Model, start: int, *, scratch: bool = False) -> int:
-    """Train ``backbone.layers[start:]`` and freeze the rest; batch norm stays frozen.
+def set_trainable(
+    backbone: keras.Model, start: int, *, scratch: bool = False, adapt_bn: bool = False
+) -> int:
+    """Train ``backbone.layers[start:]`` and freeze the rest; batch norm frozen unless it adapts.
 
     Frozen batch norm is set ``trainable=False`` (in Keras 3 that also runs it in
-    inference mode); ``training=False`` at call time is not enough under ``fit``. From
-    scratch (``scratch=True``) every layer trains, batch norm included. Returns the number
-    of layers left trainable.
+    inference mode); ``training=False`` at call time is not enough under ``fit``. With
+    ``adapt_bn`` the batch norm of the trained layers trains too: batch statistics in
+    training, moving statistics updated at :data:`ADAPT_BN_MOMENTUM`. From scratch
+    (``scratch=True``) every layer trains, batch norm included. Returns the number of
+    layers left trainable.
     """
     backbone.trainable = True
     count = 0
     for i, layer in enumerate(backbone.layers):
-        trainable = scratch or (i >= start and not isinstance(layer, _NORM_LAYERS))
+        norm = isinstance(layer, _NORM_LAYERS)
+        trainable = scratch or (i >= start and (adapt_bn or not norm))
         layer.trainable = trainable
+        if trainable and norm and adapt_bn and not scratch:
+            layer.momentum = ADAPT_BN_MOMENTUM
         count += int(trainable and bool(layer.weights))
     return count
