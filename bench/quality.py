@@ -229,7 +229,7 @@ def role_kerastuner(args: argparse.Namespace) -> None:
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             self._check(epoch + 1 >= self.params.get("epochs", 0))
 
-    class TimedHyperband(keras_tuner.Hyperband):  # type: ignore[misc]
+    class TimedHyperband(keras_tuner.Hyperband):
         """Hyperband that starts no trial after the deadline and fails a trial it cut short."""
 
         def run_trial(self, trial: Any, *fit_args: Any, **fit_kwargs: Any) -> Any:
@@ -547,8 +547,16 @@ def run_seed(
             res, y_pred = Result(tool, seed, error=f"{type(exc).__name__}: {exc}"), None
         if y_pred is not None:
             res.scores = metrics(y_test, y_pred)
-        res.detail["cores"] = sorted(place[tool].cores) if place[tool].cores else "all"
+        cores = place[tool].cores
+        res.detail["cores"] = sorted(cores) if cores else "all"
         results[tool] = res
+        print(
+            f"seed {seed}: {tool} done: {res.trials} trials, search {_fmt(res.search_min, '.1f')} "
+            f"min, refit {_fmt(res.refit_min, '.1f')} min"
+            + (f", test accuracy {res.scores['accuracy']:.4f}" if res.scores else "")
+            + (f"; {res.error}" if res.error else ""),
+            flush=True,
+        )
 
     order = list(TOOLS) if index % 2 == 0 else list(reversed(TOOLS))
     if args.parallel:
@@ -603,7 +611,7 @@ def differences(results: Sequence[Result]) -> dict[str, Any]:
         }
     mean: dict[str, float | None] = {}
     for m in ("accuracy", "balanced_accuracy", "macro_f1"):
-        values = [d[m] for d in per_seed.values() if d[m] is not None]
+        values = [v for d in per_seed.values() if (v := d[m]) is not None]
         mean[m] = float(np.mean(values)) if values and len(values) == len(per_seed) else None
     return {"per_seed": per_seed, "mean": mean}
 
@@ -617,7 +625,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, int]]
     """Write the bench's MedMNIST-style split into ``work``; its path and split sizes."""
     arrays = bench_split(load_npz(args.data), QUICK_IMAGES if args.quick else None)
     split = work / "split.npz"
-    np.savez(split, **arrays)
+    np.savez(split, **arrays)  # type: ignore[arg-type]
     return split, {s: len(arrays[f"{s}_labels"]) for s in SPLITS}
 
 
@@ -639,7 +647,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     mode.add_argument("--sequential", dest="parallel", action="store_false",
                       help="one tool after the other, all cores each")  # fmt: skip
     p.add_argument(
-        "--work", type=Path, default=None, help="output folder (default: bench/.quality/<time>)"
+        "--work",
+        type=Path,
+        default=None,
+        help="new or empty output folder (default: a new one under bench/.quality/)",
     )
     p.add_argument(
         "--check", action="store_true", help="exit 1 when blood-automl is behind on a seed"
@@ -654,6 +665,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         problems.append(f"--weights {args.weights} holds no {WEIGHTS_FILE}; give its folder")
     if args.budget_min <= 0:
         problems.append(f"--budget-min {args.budget_min} must be positive")
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        problems.append(
+            f"--work {args.work} is not empty (a study there would be resumed); give a new folder"
+        )
     if args.parallel and len(os.sched_getaffinity(0)) < 2:
         problems.append("--parallel needs 2 cores; use --sequential")
     if problems:
@@ -663,9 +678,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    root = args.work or HERE / ".quality" / time.strftime("%Y%m%d-%H%M%S")
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="run-", dir=root)) if args.work is None else root
+    if args.work is None:
+        (HERE / ".quality").mkdir(exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=HERE / ".quality"))
+    else:
+        work = args.work
+        work.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     mode = (
         "parallel: both tools at once, each pinned to one core, TensorFlow threads = 1"

@@ -69,7 +69,7 @@ def test_bench_split_plain_and_quick(quality: ModuleType) -> None:
 
 
 def test_bench_split_keeps_a_medmnist_split(quality: ModuleType) -> None:
-    source = {}
+    source: dict[str, np.ndarray] = {}
     for s, n in zip(quality.SPLITS, (40, 16, 24), strict=True):
         source[f"{s}_images"] = np.zeros((n, 2, 2, 3), np.uint8)
         source[f"{s}_labels"] = (np.arange(n) % 8).reshape(-1, 1)
