@@ -206,39 +206,37 @@ def role_kerastuner(args: argparse.Namespace) -> None:
     x = {s: data[f"{s}_images"].astype("float32") for s in SPLITS}
     y = {s: data[f"{s}_labels"] for s in SPLITS}
     deadline = float(args.deadline)
-    cut: dict[str, bool] = {"now": False}
     cut_short: list[str] = []
 
-    class Deadline(keras.callbacks.Callback):
-        """Stops training at the first batch after the deadline; notes that it cut the trial."""
+    class DeadlineHit(keras_tuner.errors.FailedTrialError):
+        """The deadline passed while a trial trained: the trial is failed, not scored."""
 
-        epoch = 0
+    class Deadline(keras.callbacks.Callback):
+        """Ends training before the first batch (or epoch) that would start after the deadline.
+
+        It raises rather than setting ``stop_training``, so a cut trial spends no more time
+        (no step, no validation pass) and reports no partial score.
+        """
+
+        def _check(self) -> None:
+            if time.time() >= deadline:
+                raise DeadlineHit("cut short by the deadline")
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.epoch = epoch
+            self._check()
 
-        def _check(self, done: bool) -> None:
-            if time.time() >= deadline and not done:
-                cut["now"] = True
-                self.model.stop_training = True
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            last_epoch = self.epoch + 1 >= self.params.get("epochs", 0)
-            self._check(last_epoch and batch + 1 >= (self.params.get("steps") or 0))
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            self._check(epoch + 1 >= self.params.get("epochs", 0))
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            self._check()
 
     class TimedHyperband(keras_tuner.Hyperband):
         """Hyperband that starts no trial after the deadline and fails a trial it cut short."""
 
         def run_trial(self, trial: Any, *fit_args: Any, **fit_kwargs: Any) -> Any:
-            cut["now"] = False
-            result = super().run_trial(trial, *fit_args, **fit_kwargs)
-            if cut["now"]:
+            try:
+                return super().run_trial(trial, *fit_args, **fit_kwargs)
+            except DeadlineHit:
                 cut_short.append(trial.trial_id)
-                raise keras_tuner.errors.FailedTrialError("cut short by the deadline")
-            return result
+                raise
 
         def _configure_tensorboard_dir(
             self, callbacks: Any, trial: Any, execution: int = 0
