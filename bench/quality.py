@@ -558,7 +558,8 @@ def run_seed(
 
     order = list(TOOLS) if index % 2 == 0 else list(reversed(TOOLS))
     if args.parallel:
-        threads = [threading.Thread(target=one, args=(tool,)) for tool in order]
+        # daemon: Ctrl-C ends the bench; the tools' processes get the same SIGINT and stop
+        threads = [threading.Thread(target=one, args=(tool,), daemon=True) for tool in order]
         for t in threads:
             t.start()
         for t in threads:
@@ -661,6 +662,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         problems.append(f"--data {args.data} is not a file; give an npz")
     if not (args.weights / WEIGHTS_FILE).is_file():
         problems.append(f"--weights {args.weights} holds no {WEIGHTS_FILE}; give its folder")
+    bad_seeds = [s for s in args.seeds if not 0 <= s <= 2**32 - 1]
+    if bad_seeds or len(set(args.seeds)) != len(args.seeds):
+        problems.append(f"--seeds {args.seeds} must be distinct integers in [0, 2**32 - 1]")
     if args.budget_min <= 0:
         problems.append(f"--budget-min {args.budget_min} must be positive")
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):
@@ -697,6 +701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seed {seed}: running ...", flush=True)
         results += run_seed(seed, index, split, args, work)
     diff = differences(results)
+    load_end = os.getloadavg()
+    print(f"load average at the end (1/5/15 min): {' '.join(f'{x:.2f}' for x in load_end)}")
     print(table(results))
     print("\nblood-automl - KerasTuner (test):")
     for seed, d in diff["per_seed"].items():
@@ -710,6 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "budget_min": args.budget_min,
         "mode": "parallel" if args.parallel else "sequential",
         "load_average_at_start": load,
+        "load_average_at_end": load_end,
         "seeds": args.seeds,
         "results": [asdict(r) for r in results],
         "difference": diff,
@@ -736,4 +743,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in ("score", "kerastuner"):
         child(sys.argv[1:])
     else:
-        sys.exit(main())
+        try:
+            sys.exit(main())
+        except KeyboardInterrupt:
+            print("interrupted: no figures written", file=sys.stderr)
+            sys.exit(130)
