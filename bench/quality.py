@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+SELF = str(Path(__file__).resolve())
+HERE = Path(SELF).parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pbc_96_small.npz"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights"
@@ -472,7 +473,7 @@ def run_blood_automl(
         res.detail["best_params"] = json.loads(config.read_text()).get("params")
     preds = work / "predictions.json"
     scorer = popen(
-        [sys.executable, __file__, "score", str(export / "model.keras"), str(split), str(preds)],
+        [sys.executable, SELF, "score", str(export / "model.keras"), str(split), str(preds)],
         place, log, cwd=work,
     )  # fmt: skip
     if scorer.wait() != 0:
@@ -491,7 +492,7 @@ def run_kerastuner(
     started = time.time()
     proc = popen(
         [
-            sys.executable, __file__, "kerastuner", "--split", str(split),
+            sys.executable, SELF, "kerastuner", "--split", str(split),
             "--weights", str(weights), "--seed", str(seed), "--work", str(work),
             "--out", str(out), "--started", repr(started),
             "--deadline", repr(started + budget_s),
@@ -655,6 +656,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--check", action="store_true", help="exit 1 when blood-automl is behind on a seed"
     )
     args = p.parse_args(argv)
+    args.data, args.weights = args.data.resolve(), args.weights.resolve()
+    args.work = args.work.resolve() if args.work is not None else None
     if args.budget_min is None:
         args.budget_min = QUICK_BUDGET_MIN if args.quick else 15.0
     problems = []
