@@ -63,8 +63,8 @@ class TrialConfig:
     head_epochs: int = 3
     finetune_epochs: int = 12
     head_lr: float = 1e-3
-    finetune_lr: float = 5e-4
-    warmup_epochs: int = 1
+    finetune_lr: float = 2e-3
+    warmup_epochs: int = 0
     optimizer: Optimizer = "adam"
     weight_decay: float = 0.0
     loss: Loss = "crossentropy"
