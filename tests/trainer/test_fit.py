@@ -41,6 +41,21 @@ FAST = TrialConfig(
 )
 
 
+def _fit_real(config: TrialConfig, split: dict[str, Any], weights: Path, report: Any) -> Any:
+    """``train`` on the real split with the shared ImageNet file, every epoch run."""
+    return train(
+        config,
+        split["x_train"],
+        split["y_train"],
+        split["class_names"],
+        x_val=split["x_val"],
+        y_val=split["y_val"],
+        weights=str(weights.parent),
+        report=report,
+        patience=None,
+    )
+
+
 @pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 3.5])
 def test_focal_loss_matches_a_hand_computation(gamma: float) -> None:
     y = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], np.float32)
@@ -92,16 +107,8 @@ def test_short_transfer_fit_on_real_images_learns_and_keeps_frozen_weights(
         **{**FAST.to_dict(), "head_epochs": 3, "finetune_epochs": 2, "dense_units": (128,)}
     )
     steps: list[tuple[int, float]] = []
-    result = train(
-        config,
-        real_split["x_train"],
-        real_split["y_train"],
-        real_split["class_names"],
-        x_val=real_split["x_val"],
-        y_val=real_split["y_val"],
-        weights=str(mobilenet_weights_path.parent),
-        report=lambda step, value: steps.append((step, value)),
-        patience=None,
+    result = _fit_real(
+        config, real_split, mobilenet_weights_path, lambda s, v: steps.append((s, v))
     )
     # One learning curve over both phases; the pruner sees the fine-tuning epochs, from 1.
     assert [s for s, _ in steps] == [1, 2]
@@ -205,6 +212,7 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on(real_split: dict[str, An
         objective(optuna.trial.FixedTrial({}, number=0))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_single_phase_trains_the_whole_network_with_adapting_batch_norm(
     real_split: dict[str, Any],
     mobilenet_weights_path: Path,
@@ -224,17 +232,7 @@ def test_single_phase_trains_the_whole_network_with_adapting_batch_norm(
         }
     )
     steps: list[int] = []
-    result = train(
-        config,
-        real_split["x_train"],
-        real_split["y_train"],
-        real_split["class_names"],
-        x_val=real_split["x_val"],
-        y_val=real_split["y_val"],
-        weights=str(mobilenet_weights_path.parent),
-        report=lambda step, value: steps.append(step),
-        patience=None,
-    )
+    result = _fit_real(config, real_split, mobilenet_weights_path, lambda s, _: steps.append(s))
     # No head phase: every epoch trains the backbone and is reported from step 1.
     assert [row["phase"] for row in result.history] == ["finetune"] * 3
     assert steps == [1, 2, 3]
@@ -275,6 +273,7 @@ def test_warm_up_then_cosine_decay_over_the_planned_epochs() -> None:
     assert float(backbone_schedule(lr, steps, planned, warmup_epochs=0)(0)) == pytest.approx(lr)
 
 
+@pytest.mark.slow
 def test_a_refit_follows_the_searched_learning_rates(real_split: dict[str, Any]) -> None:
     """A refit of the first k epochs of a trial planned for n uses the trial's schedule."""
     n = 128
