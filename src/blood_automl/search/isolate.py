@@ -49,10 +49,10 @@ __all__ = [
 MAX_RSS_GROWTH_MIB = 512.0
 """MiB a trial worker's resident memory may grow past its size after its first trial.
 
-TensorFlow keeps 150-230 MiB per small trial on a CPU (MobileNet-0.25, 96 px, 1 + 1
-epochs, measured with ``release()`` between trials), so a worker there serves about four
-trials between fresh starts and never holds more than half a GiB above its first size; a
-worker that keeps less serves up to :data:`MAX_TRIALS_PER_WORKER` trials.
+TensorFlow keeps about 50 MiB per trial of the smoke space on a CPU (400 images; up to
+230 MiB for larger trials), so a worker there serves about 12 trials between fresh starts
+(bench/overhead.py) and never holds more than half a GiB above its first size; a worker
+that keeps less serves up to :data:`MAX_TRIALS_PER_WORKER` trials.
 """
 
 _GRACE = 120.0  # seconds a stopped worker gets to record its trial as interrupted
