@@ -2,9 +2,9 @@
 
 Runs the same real search twice through the CLI (smoke preset, pruner none, no recipes,
 small real data): once with trial workers as shipped, once with
-``BLOOD_AUTOML_TRIALS_PER_WORKER=1`` (every trial in a fresh process, as before trial
-workers). A trial's overhead is its wall time in the study (Optuna's ``datetime_complete -
-datetime_start``: sampling, process start, storage, figures, bookkeeping) minus
+``BLOOD_AUTOML_TRIALS_PER_WORKER=1`` (every trial in a fresh process). A trial's overhead is
+its wall time in the study (Optuna's ``datetime_complete - datetime_start``: sampling, process
+start, storage, figures, bookkeeping) minus
 ``train_seconds`` (the time inside ``trainer.train``). Prints median and p90 overhead for
 both and their ratio, where the worker's own time went (``worker_seconds``), and the
 worker's resident memory after every trial, with its replacements and why.
