@@ -190,6 +190,31 @@ def test_a_worker_killed_mid_trial_fails_it_and_the_next_trial_gets_a_new_worker
     assert served(trials)[1:] == [1, 2]
 
 
+def test_an_error_while_a_worker_trains_stops_it_and_the_next_trial_gets_a_new_one(
+    fake: Path, cells: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blood_automl.search.progress import SearchProgress
+
+    marker = fake / "hang.json"
+    monkeypatch.setenv("BLOOD_AUTOML_FAKE_HANG_MARKER", str(marker))  # trial 0 hangs
+    poll = SearchProgress.poll
+    failures: list[int] = []
+
+    def failing_poll(self: SearchProgress) -> None:
+        if marker.is_file() and not failures:
+            failures.append(1)
+            raise RuntimeError("the display failed")
+        poll(self)
+
+    monkeypatch.setattr(SearchProgress, "poll", failing_poll)
+    trials = search(fake, cells, 2)
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert "interrupted" in trials[0].user_attrs  # the worker was stopped, not killed
+    hung = int(json.loads(marker.read_text())["pid"])
+    _, b, c = pids(trials)
+    assert b == c and b != hung
+
+
 def test_a_trial_limit_that_is_not_a_whole_number_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -109,8 +109,9 @@ class TrialWorkers:
     def run(self, job: TrialJob, name: str = "trial-worker") -> Outcome | str:
         """Train ``job`` in the worker; its outcome, or why the worker died without one.
 
-        On KeyboardInterrupt (SIGINT, SIGTERM) the worker is stopped (SIGTERM, then up to
-        two minutes to record its trial as interrupted) and the interrupt re-raised.
+        On KeyboardInterrupt (SIGINT, SIGTERM), or any error while waiting, the worker is
+        stopped (SIGTERM, then up to two minutes to record its trial as interrupted) and
+        the exception re-raised: the next trial gets a fresh worker.
         """
         worker = self._ready(name)
         try:
@@ -119,7 +120,7 @@ class TrialWorkers:
                 worker.conn.send(job)
             outcome = self._wait(worker)
             worker.busy = False
-        except KeyboardInterrupt:
+        except BaseException:
             self._worker = None
             _stop(worker.process)
             worker.conn.close()
