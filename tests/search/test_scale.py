@@ -552,7 +552,7 @@ def test_four_workers_finish_exactly_100_trials_while_a_dashboard_polls(
     lines = fake_log(log)
     assert len(lines) == 100
     assert len({line["pid"] for line in lines}) == 4
-    assert {line["threads"] for line in lines} == {max(1, (os.cpu_count() or 1) // 4)}
+    assert {line["threads"] for line in lines} == {max(1, len(os.sched_getaffinity(0)) // 4)}
     prepared = load_prepared(work / study_dir(store.url, study) / "data")
     assert load(store.url, study).user_attrs["data_fingerprint"] == prepared.fingerprint
     digest = fake_digest(prepared.x_train, prepared.y_train, prepared.x_val, prepared.y_val)

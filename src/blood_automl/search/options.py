@@ -24,6 +24,11 @@ MAX_TIMEOUT = 366 * 24 * 3600.0
 WORKER_MEMORY = 1.5 * 2**30
 """Bytes of memory one CPU worker needs: TensorFlow, the prepared data and a small model."""
 WORKERS_PER_CORE = 2
+MAX_TRIALS_PER_WORKER = 25
+"""Trials one trial worker (the process that trains trials) serves before a fresh one replaces it."""
+TRIALS_PER_WORKER_ENV = "BLOOD_AUTOML_TRIALS_PER_WORKER"
+"""Environment variable replacing :data:`MAX_TRIALS_PER_WORKER`; 1 trains every trial in a
+fresh process (bench/overhead.py compares the two)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ def check_options(options: SearchOptions, capacity: Capacity | None = None) -> N
     _check_image_size(options.image_size)
     _check_workers(options.workers, capacity)
     check_shared_url(options.storage)  # a file or server all workers share, not :memory:
+    trials_per_worker()
     if options.space and options.preset:
         raise ConfigError("give --preset or --space, not both (a space file names its base preset)")
     if options.space or options.preset:
@@ -135,6 +141,19 @@ def check_options(options: SearchOptions, capacity: Capacity | None = None) -> N
         pruner=options.pruner,  # type: ignore[arg-type]
         seed=options.seed,
     )
+
+
+def trials_per_worker() -> int:
+    """``$BLOOD_AUTOML_TRIALS_PER_WORKER`` (a whole number >= 1), else :data:`MAX_TRIALS_PER_WORKER`."""
+    text = os.environ.get(TRIALS_PER_WORKER_ENV, "").strip()
+    if not text:
+        return MAX_TRIALS_PER_WORKER
+    if not text.isdigit() or not 1 <= int(text) <= MAX_TRIALS:
+        raise ConfigError(
+            f"{TRIALS_PER_WORKER_ENV} must be a whole number of trials >= 1, but got {text!r}; "
+            f"unset it to use the default ({MAX_TRIALS_PER_WORKER})"
+        )
+    return int(text)
 
 
 def _check_whole(option: str, value: Any, low: int, high: int) -> None:

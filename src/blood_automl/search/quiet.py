@@ -16,6 +16,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 #: Lines TensorFlow, absl and the CUDA / oneDNN libraries print on their own.
 NOISE = re.compile(
@@ -125,11 +129,14 @@ def trial_log_path(folder: Path, number: int) -> Path:
     return folder / "logs" / f"trial-{number}.log"
 
 
-def log_trial_output(storage_url: str | None, study: str, trial_id: int) -> Path | None:
-    """In a trial's own process: send fds 1 and 2 to the trial's log file and record its path.
+def log_trial_output(
+    storage_url: str | None, study: str, trial_id: int, *, storage: BaseStorage | None = None
+) -> Path | None:
+    """In a trial's process: send fds 1 and 2 to the trial's log file and record its path.
 
-    Call it first thing, before TensorFlow is imported. The path is stored on the trial
-    (user attribute ``log``), so the search can show the end of the log when it fails.
+    Call it before each trial, the first time before TensorFlow is imported. The path is
+    stored on the trial (user attribute ``log``), so the search can show the end of the
+    log when it fails. ``storage``: the study's storage, when the process has it open.
     """
     import faulthandler
 
@@ -139,7 +146,8 @@ def log_trial_output(storage_url: str | None, study: str, trial_id: int) -> Path
     folder = study_dir(storage_url, study).absolute()
     try:
         with native_stderr_hidden():
-            storage = open_storage(storage_url, heartbeat=False)
+            if storage is None:
+                storage = open_storage(storage_url, heartbeat=False)
             number = storage.get_trial_number_from_id(trial_id)
     except Exception:  # the trial itself will fail on the storage and say why
         return redirect_output(folder / "logs" / f"trial-id-{trial_id}.log")

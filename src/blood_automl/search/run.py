@@ -458,6 +458,27 @@ class TrialNotes:
             self.console.print(f"note: trial {trial.number}: {text}", soft_wrap=True)
 
 
+@contextlib.contextmanager
+def _objective(
+    options: SearchOptions, ctx: SearchContext, progress: SearchProgress | None
+) -> Iterator[Any]:
+    """The search's objective: trials in trial workers (ended with the block), or in this process."""
+    if not options.isolate:
+        yield make_objective(ctx)
+        return
+    from blood_automl.search.isolate import isolated_objective
+
+    with isolated_objective(
+        ctx,
+        storage_url=options.storage,
+        study_name=options.study,
+        data_dir=study_dir(options.storage, options.study) / "data",
+        threads=options.threads,
+        on_wait=None if progress is None else progress.poll,
+    ) as objective:
+        yield objective
+
+
 def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | None = None) -> int:
     """Run trials in this process until the study reaches its target; return how many ran.
 
@@ -487,22 +508,13 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
     if progress is not None:
         callbacks = [progress.on_trial_end, notes, *callbacks]
     try:
-        with stop_signals(), warnings.catch_warnings():
+        with (
+            stop_signals(),
+            warnings.catch_warnings(),
+            _objective(options, ctx, progress) as objective,
+        ):
             warnings.simplefilter("ignore")
             optuna.logging.set_verbosity(optuna.logging.ERROR)
-            if options.isolate:
-                from blood_automl.search.isolate import make_isolated_objective
-
-                objective = make_isolated_objective(
-                    ctx,
-                    storage_url=options.storage,
-                    study_name=options.study,
-                    data_dir=study_dir(options.storage, options.study) / "data",
-                    threads=options.threads,
-                    on_wait=None if progress is None else progress.poll,
-                )
-            else:
-                objective = make_objective(ctx)
             ran = optimize_to_target(
                 setup.study,
                 objective,

@@ -52,11 +52,20 @@ def worker_environment(index: int, gpus: int) -> dict[str, str]:
     return env
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as ``taskset`` sets it), else all."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity on this system
+        return max(1, os.cpu_count() or 1)
+
+
 def threads_per_worker(n_workers: int, gpus: int, cpus: int | None = None) -> int | None:
-    """TensorFlow threads for each worker: the cores split evenly on a CPU; TF's own choice with GPUs."""
+    """TensorFlow threads for each worker: the usable cores split evenly on a CPU; TF's own
+    choice with GPUs."""
     if gpus:
         return None
-    return max(1, (cpus or os.cpu_count() or 1) // n_workers)
+    return max(1, (cpus or usable_cpus()) // n_workers)
 
 
 def _child(options: SearchOptions, index: int, env: dict[str, str], messages: Any) -> None:

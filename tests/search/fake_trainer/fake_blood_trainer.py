@@ -14,6 +14,10 @@ the objective reads from a real ``TrainResult``. Controlled by the environment:
                                    (pid, parent pid, seed, threads, a digest of its data)
 ``BLOOD_AUTOML_FAKE_RAISE``        ``OSError:ERRNO`` or a built-in exception name: every
                                    ``train`` call raises it after its first epoch
+``BLOOD_AUTOML_FAKE_FAIL_MARKER``  a file path: the first trial anywhere to finish epoch 1
+                                   creates it and raises RuntimeError; later trials run on
+``BLOOD_AUTOML_FAKE_GROW_MIB``     MiB each ``train`` call leaves allocated (and touched)
+                                   in its process, as TensorFlow leaves memory behind
 
 ``fake_tensorflow()`` is a ``tensorflow`` module that sees no GPU, for the code that asks.
 ``sitecustomize.py`` next to this file installs both in every process started with this
@@ -38,6 +42,8 @@ SECONDS_ENV = "BLOOD_AUTOML_FAKE_SECONDS"
 HANG_ENV = "BLOOD_AUTOML_FAKE_HANG_MARKER"
 LOG_ENV = "BLOOD_AUTOML_FAKE_LOG"
 RAISE_ENV = "BLOOD_AUTOML_FAKE_RAISE"
+FAIL_ENV = "BLOOD_AUTOML_FAKE_FAIL_MARKER"
+GROW_ENV = "BLOOD_AUTOML_FAKE_GROW_MIB"
 
 FAKE = True  # lets a test check which trainer a process has
 
@@ -146,9 +152,24 @@ def _log(entry: dict[str, Any]) -> None:
             f.write(json.dumps(entry) + "\n")
 
 
+_kept: list[bytearray] = []  # what train() leaves behind with $BLOOD_AUTOML_FAKE_GROW_MIB
+
+
+def _grow() -> None:
+    """Keep ``$BLOOD_AUTOML_FAKE_GROW_MIB`` MiB allocated, every page written (resident)."""
+    mib = float(os.environ.get(GROW_ENV, "0") or 0)
+    if mib > 0:
+        _kept.append(bytearray(b"\1" * int(mib * 2**20)))
+
+
 def _hang_here(seed: int, step: int) -> bool:
     """True for the one trial that creates the hang marker (first come, any process)."""
-    path = os.environ.get(HANG_ENV)
+    return _first_here(HANG_ENV, seed, step)
+
+
+def _first_here(env: str, seed: int, step: int) -> bool:
+    """True for the one trial that creates the marker file ``$env`` names (first come)."""
+    path = os.environ.get(env)
     if not path:
         return False
     try:
@@ -229,9 +250,12 @@ def train(
                 report(step, value)  # may raise optuna.TrialPruned
         if step == 1:
             _raise_if_asked()
+            if _first_here(FAIL_ENV, seed, step):
+                raise RuntimeError("simulated failure of this configuration")
         if step == 1 and _hang_here(seed, step):
             while True:  # until SIGKILL; a signal handler's exception ends it as in training
                 time.sleep(3600)
+    _grow()
     metrics = None
     if has_val:
         metrics = _metrics(best_value or 0.0, y_val, class_names)
