@@ -32,7 +32,7 @@ from blood_automl.search.progress import (
 )
 from blood_automl.search.quiet import LOG_ATTR, NOISE, log_tail
 from blood_automl.search.run import SearchOptions, _choose_space
-from blood_automl.spaces import load_space
+from blood_automl.spaces import SCHEMA_VERSION, TrialConfig, load_space
 from conftest import make_images
 
 # -- the start lines ----------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_space_note_names_preset_version_backbones_and_epochs() -> None:
     smoke = load_space("smoke")
     assert space_note(smoke) == (
         f"space: smoke (version {smoke.version}); 1 backbone: MobileNet-0.25; "
-        "epochs per trial: 1 head + 1 fine-tune"
+        "epochs per trial: up to 1 training the backbone, after 1 head-only in two_phase"
     )
     gpu = space_note(load_space("gpu"))
     assert "22 backbones: MobileNet-0.25, MobileNet-0.5" in gpu and ", ..." in gpu
@@ -78,10 +78,15 @@ def test_space_note_names_preset_version_backbones_and_epochs() -> None:
 
 def test_space_note_of_a_file_names_its_base(tmp_path: Path) -> None:
     path = tmp_path / "mine.toml"
-    text = 'base = "gpu"\n[params.head_epochs]\nchoices = [4, 8]\n[params.finetune_epochs]\nvalue = 3\n'
+    text = 'base = "gpu"\n[params.head_epochs]\nchoices = [4, 8]\n[params.finetune_epochs]\nvalue = 10\n'
     path.write_text(text, encoding="utf-8")
     note = space_note(load_space(path))
-    assert "narrowing the gpu preset" in note and "epochs per trial: 4 or 8 head + 3 fine-tune" in note  # fmt: skip
+    assert "narrowing the gpu preset" in note and "epochs per trial: up to 10 training the backbone, after 4 or 8 head-only in two_phase" in note  # fmt: skip
+    single = tmp_path / "single.toml"
+    single.write_text('base = "cpu"\n[params.schedule]\nvalue = "single_phase"\n', encoding="utf-8")
+    assert space_note(load_space(single)).endswith(
+        "epochs per trial: up to 12 training the backbone"
+    )
 
 
 # -- pace and time left -------------------------------------------------------------------
@@ -103,11 +108,18 @@ def test_durations_read_like_a_person_would_say_them() -> None:
 
 
 def test_phase_and_epoch_of_a_running_trial() -> None:
-    assert phase_text(None, 4, 4) == "head epoch 1/4"
-    assert phase_text(3, 4, 4) == "head epoch 4/4"
-    assert phase_text(4, 4, 4) == "fine-tune epoch 1/4"
-    assert phase_text(7, 4, 4) == "fine-tune epoch 4/4"
-    assert phase_text(1, 2, 0) == "head epoch 2/2"
+    two = TrialConfig(schedule="two_phase", head_epochs=4, finetune_epochs=4)
+    # The last reported step counts the fine-tuning epochs: none yet is the head phase.
+    assert phase_text(None, two) == "head phase (4 epochs)"
+    assert phase_text(1, two) == "fine-tune epoch 2/4"
+    assert phase_text(4, two) == "fine-tune epoch 4/4"
+    one = TrialConfig(schedule="single_phase", finetune_epochs=12)
+    assert phase_text(None, one) == "epoch 1/12" and phase_text(5, one) == "epoch 6/12"
+    head_only = TrialConfig(unfreeze_fraction=0.0, head_epochs=2)
+    assert phase_text(1, head_only) == "head epoch 2/2"
+    # A schema-1 study counted both phases under one step.
+    assert phase_text(3, two, every_epoch=True) == "head epoch 4/4"
+    assert phase_text(4, two, every_epoch=True) == "fine-tune epoch 1/4"
 
 
 def _finished(study: optuna.Study, seconds: float, state: TrialState, **attrs: Any) -> None:
@@ -257,7 +269,8 @@ def _search_in_pty(tmp_path: Path, workers: int, trials: int) -> str:
     noise = [line for line in text.splitlines() if _TF_LINE.search(line)]
     assert noise == [], "\n".join(noise[:20])
     assert "data: 96 images read; not cleaned; split 64 / 16 / 16" in text
-    assert "space: smoke (version 1-" in text and "epochs per trial: 1 head + 1 fine-tune" in text
+    assert f"space: smoke (version {SCHEMA_VERSION}-" in text
+    assert "epochs per trial: up to 1 training the backbone" in text
     assert f"[{trials}/{trials}]" in text  # the last trial's line
     logs = tmp_path / "studies" / "blood-automl" / "logs"
     assert sorted(p.name for p in logs.glob("trial-*.log")) == [
@@ -272,7 +285,9 @@ def _search_in_pty(tmp_path: Path, workers: int, trials: int) -> str:
 def test_a_search_in_a_terminal_shows_no_tensorflow_lines(tmp_path: Path) -> None:
     text = _search_in_pty(tmp_path, workers=1, trials=2)
     assert re.search(r"pace +\d+ s per trial \(median of 1\); about \d+ s left", text)
-    assert re.search(r"running +trial 1: MobileNet-0\.25, (head|fine-tune) epoch 1/1", text)
+    assert re.search(
+        r"running +trial 1: MobileNet-0\.25, (head phase \(1 epoch\)|fine-tune epoch 1/1)", text
+    )
     # The commands after a search load TensorFlow too, as quietly.
     for argv in (["refit-best"], ["predict", "exports/blood-automl", "train.npz"]):
         code, text = run_in_pty(argv, tmp_path)

@@ -65,6 +65,7 @@ def test_refit_epochs_replace_the_counts() -> None:
     ("config", "step", "text"),
     [
         (TWO, None, "head phase (3 epochs)"),
+        (dataclasses.replace(TWO, head_epochs=1), None, "head phase (1 epoch)"),
         (TWO, 1, "fine-tune epoch 2/5"),
         (ONE, None, "epoch 1/5"),
         (ONE, 4, "epoch 5/5"),

@@ -95,8 +95,9 @@ def test_preset_epochs_and_batch() -> None:
     assert smoke.fixed()["head_epochs"] == 1 and smoke.fixed()["finetune_epochs"] == 1
     # Every preset can train the whole backbone, in one phase or after the head, with batch
     # norm frozen or adapting (smoke: the fast fixed choices).
-    for space in (gpu, cpu):
+    for space in (gpu, cpu, smoke):
         assert space["unfreeze_fraction"].high == 1.0
+    for space in (gpu, cpu):
         assert space["schedule"] == Choices(("single_phase", "two_phase"))
         assert space["batch_norm"] == Choices(("adapt", "frozen"))
 

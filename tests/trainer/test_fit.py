@@ -37,6 +37,7 @@ FAST = TrialConfig(
     schedule="two_phase",
     batch_norm="frozen",
     warmup_epochs=0,
+    finetune_lr=1e-4,
     batch_size=32,
 )
 

@@ -56,7 +56,7 @@ class EpochPlan:
         if self.backbone_epochs == 0:
             return f"head epoch {min((step or 0) + 1, self.head_epochs)}/{self.head_epochs}"
         if step is None and self.head_epochs > 0:
-            return f"head phase ({self.head_epochs} epochs)"
+            return f"head phase ({self.head_epochs} epoch{'s' if self.head_epochs != 1 else ''})"
         name = "fine-tune epoch" if self.head_epochs > 0 else "epoch"
         return f"{name} {min((step or 0) + 1, self.backbone_epochs)}/{self.backbone_epochs}"
 

@@ -207,12 +207,16 @@ def train(
     seed: int = 0,
     patience: int | None = 3,
     epochs: tuple[int, int] | None = None,
+    every_epoch: bool = False,
     xla: bool = False,
     verbose: int = 0,
 ) -> TrainResult:
-    """Pretend to train ``config``: sleep, report each epoch, return plausible metrics."""
+    """Pretend to train ``config``: sleep, report each epoch as the trainer does, return metrics."""
+    from blood_automl.spaces.plan import epoch_plan
+
     started = time.monotonic()
-    head, finetune = epochs or (int(config.head_epochs), int(config.finetune_epochs))
+    plan = epoch_plan(config, epochs=epochs, every_epoch=every_epoch)
+    head, finetune = plan.head_epochs, plan.backbone_epochs
     total = head + finetune
     pause = float(os.environ.get(SECONDS_ENV, "0.05"))
     _log(
@@ -246,13 +250,14 @@ def train(
         if has_val:
             if best_value is None or value > best_value:
                 best_value, best_step = value, step
-            if report is not None:
-                report(step, value)  # may raise optuna.TrialPruned
+            pruner_step = plan.pruner_step(step)
+            if report is not None and pruner_step is not None:
+                report(pruner_step, value)  # may raise optuna.TrialPruned
         if step == 1:
             _raise_if_asked()
             if _first_here(FAIL_ENV, seed, step):
                 raise RuntimeError("simulated failure of this configuration")
-        if step == 1 and _hang_here(seed, step):
+        if plan.pruner_step(step) == 1 and _hang_here(seed, step):  # after its first report
             while True:  # until SIGKILL; a signal handler's exception ends it as in training
                 time.sleep(3600)
     _grow()
