@@ -68,8 +68,14 @@ def test_an_old_study_is_resumed_refitted_and_reported(
     small_real_npz: Path, tmp_path: Path
 ) -> None:
     common = ("--study", STUDY, "--storage", _storage(tmp_path))
+    # The old smoke preset's domains, so the first trial is one the old space could make.
+    narrowed = tmp_path / "old_smoke.toml"
+    narrowed.write_text(
+        'base = "smoke"\nname = "smoke"\n[params.unfreeze_fraction]\nlow = 0.1\nhigh = 0.3\nstep = 0.1\n',
+        encoding="utf-8",
+    )
     first = run_cli(
-        "search", "--trials", "1", "--preset", "smoke", "--weights", "none",
+        "search", "--trials", "1", "--space", str(narrowed), "--weights", "none",
         "--data", str(small_real_npz), *common, cwd=tmp_path,
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
