@@ -244,7 +244,16 @@ def search_command(
     """
     from rich.console import Console
 
-    from blood_automl.search import SearchOptions, SearchStopped, print_summary, run_search
+    from blood_automl.signals import raise_on_stop
+
+    try:  # importing the search takes a moment: a stop then is one line, nothing written
+        with raise_on_stop(lambda _signal: KeyboardInterrupt()):
+            from blood_automl.search import SearchOptions, SearchStopped, print_summary, run_search
+    except KeyboardInterrupt:
+        typer.echo(
+            "error: search stopped by the user before it started; nothing was written", err=True
+        )
+        raise typer.Exit(code=130) from None
 
     resumable = {  # left out (None): the study's stored value on resume
         "weights": weights,
