@@ -17,16 +17,9 @@ import os
 import subprocess
 import sys
 
+from blood_automl.search.trial_worker import rss_mib
+
 MODES = ("build", "predict", "fit", "fit-eager")
-
-
-def rss_mib() -> float:
-    """Resident memory of this process in MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def repeat(mode: str, times: int = 8) -> list[float]:

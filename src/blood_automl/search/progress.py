@@ -80,12 +80,11 @@ def space_note(space: Space) -> str:
 
 
 def _epochs_text(space: Space) -> str:
-    schedules = domain_values(space["schedule"]) or ("single_phase", "two_phase")
-    text = f"up to {_span(space['finetune_epochs'])} training the backbone"
-    if "two_phase" in schedules:
-        text += f", after {_span(space['head_epochs'])} head-only in two_phase"
-    if space.schema < 2:
+    if space.schema < 2:  # one counter over a head phase and a fine-tuning phase
         return f"{_span(space['head_epochs'])} head + {_span(space['finetune_epochs'])} fine-tune"
+    text = f"up to {_span(space['finetune_epochs'])} training the backbone"
+    if "two_phase" in (domain_values(space["schedule"]) or ()):
+        text += f", after {_span(space['head_epochs'])} head-only in two_phase"
     return text
 
 

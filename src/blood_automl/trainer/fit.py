@@ -323,9 +323,8 @@ def train(
         if finetune_epochs
         else 0
     )
-    planned = (
-        config.finetune_epochs if epochs is None else max(finetune_epochs, config.finetune_epochs)
-    )
+    # The configuration's most epochs, or more when a refit is given more.
+    planned = max(finetune_epochs, config.finetune_epochs)
     schedule = backbone_schedule(config.finetune_lr, steps, planned, plan.warmup_epochs)
     run_phase("finetune", finetune_epochs, schedule)
     finetune_done = len(history) - head_done
