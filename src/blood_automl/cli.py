@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -244,16 +245,11 @@ def search_command(
     """
     from rich.console import Console
 
-    from blood_automl.signals import raise_on_stop
+    from blood_automl.signals import exit_on_stop
 
-    try:  # importing the search takes a moment: a stop then is one line, nothing written
-        with raise_on_stop(lambda _signal: KeyboardInterrupt()):
-            from blood_automl.search import SearchOptions, SearchStopped, print_summary, run_search
-    except KeyboardInterrupt:
-        typer.echo(
-            "error: search stopped by the user before it started; nothing was written", err=True
-        )
-        raise typer.Exit(code=130) from None
+    # Importing the search takes a moment: a stop then is one line, exit 130, nothing written.
+    with exit_on_stop("search stopped by the user before it started; nothing was written"):
+        from blood_automl.search import SearchOptions, SearchStopped, print_summary, run_search
 
     resumable = {  # left out (None): the study's stored value on resume
         "weights": weights,
@@ -545,3 +541,27 @@ def main(argv: list[str] | None = None) -> None:
     except BloodAutoMLError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except SystemExit as exc:
+        if exc.code == STOPPED:
+            _leave_stopped()
+        raise
+
+
+STOPPED = 130
+"""Exit code of a command stopped by SIGINT or SIGTERM."""
+
+
+def _leave_stopped() -> None:
+    """Exit with code 130 now that a stopped command has cleaned up.
+
+    A stop that landed while TensorFlow ran Python code from C (``PyRun_String``) leaves
+    the interpreter's "unhandled KeyboardInterrupt" flag set even though the stop was
+    handled, and Python would then end the process by SIGINT instead of with code 130.
+    Exit handlers still run; only that last step is skipped.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(STOPPED)

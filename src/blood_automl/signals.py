@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -45,6 +46,34 @@ def raise_on_stop(error: Callable[[signal.Signals], BaseException]) -> Iterator[
             return
         stopping = True
         raise error(signal.Signals(signum))
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def exit_on_stop(message: str) -> Iterator[None]:
+    """Inside the block, SIGINT or SIGTERM writes ``error: <message>`` and exits 130 at once.
+
+    For the moments before anything is written (importing TensorFlow, the search): an
+    exception raised there would unwind through the import machinery and whatever
+    finalizers run, and could end as a death by signal instead of one line and exit 130.
+    Outside the main thread signals are left alone.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        sys.stderr.write(f"error: {message} ({name})\n")
+        sys.stderr.flush()
+        os._exit(130)
 
     try:
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
