@@ -21,7 +21,7 @@ CASES = {
     "import blood_automl.spaces": "import blood_automl.spaces",
     "import blood_automl.studies": "import blood_automl.studies",
     "import blood_automl.search": "import blood_automl.search",
-    "report and dashboard": "import blood_automl.search.report, blood_automl.search.dashboard",
+    "report and dashboard": "import blood_automl.analysis.report, blood_automl.analysis.dashboard",
     "blood-automl --help": (
         "from blood_automl.cli import main\n"
         "for argv in (['--help'], *([c, '--help'] for c in ('inspect-data', 'search', "

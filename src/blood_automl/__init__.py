@@ -26,7 +26,7 @@ _LAZY = {
     "create_or_load_study": "blood_automl.studies",
     "SearchOptions": "blood_automl.search",
     "run_search": "blood_automl.search",
-    "refit_best": "blood_automl.search.refit",
+    "refit_best": "blood_automl.export.refit",
     "train": "blood_automl.trainer",
 }
 

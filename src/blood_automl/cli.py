@@ -321,7 +321,7 @@ def refit_best_command(
     \b
     Example:  blood-automl refit-best --study blood-automl
     """
-    from blood_automl.search.refit import refit_best
+    from blood_automl.export.refit import refit_best
 
     result = refit_best(study, storage, trial_number=trial, out=out, overwrite=overwrite)
     m = result.test_metrics
@@ -355,7 +355,7 @@ def dashboard_command(
     \b
     Example:  blood-automl dashboard --port 8080
     """
-    from blood_automl.search.dashboard import run_dashboard
+    from blood_automl.analysis.dashboard import run_dashboard
 
     run_dashboard(
         storage,
@@ -396,7 +396,7 @@ def report_command(
     \b
     Example:  blood-automl report --study blood-automl
     """
-    from blood_automl.search.report import write_report
+    from blood_automl.analysis.report import write_report
 
     result = write_report(storage, study, out, overwrite=overwrite, top=top)
     typer.echo(f"report written to {result.folder}: " + ", ".join(p.name for p in result.files))
@@ -442,7 +442,7 @@ def predict_command(
     \b
     Example:  blood-automl predict exports/blood-automl new_images/ --out predictions.csv
     """
-    from blood_automl.search.predict import predict_images
+    from blood_automl.export.predict import predict_images
 
     result = predict_images(
         model,

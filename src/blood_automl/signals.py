@@ -59,6 +59,15 @@ def raise_on_stop(error: Callable[[signal.Signals], BaseException]) -> Iterator[
             signal.signal(sig, old)
 
 
+def stop_signals() -> contextlib.AbstractContextManager[None]:
+    """SIGINT and SIGTERM both stop the work once, as KeyboardInterrupt in the main thread.
+
+    Later signals are ignored, so the trial being stopped can still be recorded as
+    interrupted and the storage left consistent (see :func:`raise_on_stop`).
+    """
+    return raise_on_stop(lambda _signal: KeyboardInterrupt())
+
+
 @contextlib.contextmanager
 def exit_on_stop(message: str) -> Iterator[None]:
     """Inside the block, SIGINT or SIGTERM writes ``error: <message>`` and exits 130 at once.
@@ -66,22 +75,29 @@ def exit_on_stop(message: str) -> Iterator[None]:
     For the moments before anything is written (importing TensorFlow, the search): an
     exception raised there would unwind through the import machinery and whatever
     finalizers run, and could end as a death by signal instead of one line and exit 130.
-    Outside the main thread signals are left alone.
+    The line goes to the standard error the block started with, even when TensorFlow's
+    start-up output is being hidden at that moment. Outside the main thread signals are
+    left alone.
     """
+    terminal = os.dup(2)
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        sys.stderr.write(f"error: {message} ({name})\n")
-        sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.write(terminal, f"error: {message} ({name})\n".encode())
         os._exit(130)
 
     try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
+        try:
+            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        os.close(terminal)

@@ -19,14 +19,14 @@ import optuna
 import pytest
 from PIL import Image
 
-from blood_automl.errors import ConfigError, StorageError
-from blood_automl.search import dashboard
-from blood_automl.search.dashboard import (
+from blood_automl.analysis import dashboard
+from blood_automl.analysis.dashboard import (
     dashboard_url,
     exposure_warning,
     is_loopback,
     run_dashboard,
 )
+from blood_automl.errors import ConfigError, StorageError
 from blood_automl.studies import artifact_store_for, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -36,7 +36,7 @@ START_TIMEOUT = 30.0
 
 _SERVER = """
 import sys
-from blood_automl.search.dashboard import run_dashboard
+from blood_automl.analysis.dashboard import run_dashboard
 run_dashboard(sys.argv[1], sys.argv[2], host="127.0.0.1", port=int(sys.argv[3]), quiet=True)
 """
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from blood_automl.data import PBC_CLASS_NAMES
 from blood_automl.errors import ConfigError, DataError
-from blood_automl.search.predict import predict_images
+from blood_automl.export.predict import predict_images
 
 RED, GREEN, BLUE = (200, 10, 10), (10, 200, 10), (10, 10, 200)
 
@@ -294,7 +294,7 @@ def test_images_are_decoded_as_training_data_is(export: Path, tmp_path: Path) ->
     """16-bit PNGs are scaled over their full range with --convert, never clipped to white."""
     import os
 
-    from blood_automl.search.predict import read_images
+    from blood_automl.export.predict import read_images
 
     folder = tmp_path / "sixteen"
     folder.mkdir()

@@ -14,8 +14,8 @@ import optuna
 import pytest
 from PIL import Image
 
+from blood_automl.analysis.report import write_report
 from blood_automl.errors import ConfigError, StorageError
-from blood_automl.search.report import write_report
 from blood_automl.studies import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -265,8 +265,8 @@ def test_report_folder_is_marked_readable_and_a_foreign_marker_is_refused(
 def test_storage_password_is_masked_in_summary_and_page(
     made: tuple[str, Path], tmp_path: Path
 ) -> None:
-    from blood_automl.search.report import _summary
-    from blood_automl.search.report_html import render_index
+    from blood_automl.analysis.report import _summary
+    from blood_automl.analysis.report_html import render_index
     from blood_automl.studies import study_counts, summarize
 
     url, _ = made

@@ -43,9 +43,10 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from blood_automl.data import load_prepared
-from blood_automl.search import SearchOptions, run_search, study_dir
-from blood_automl.search.run import resume_command, stop_signals
-from blood_automl.studies import open_storage
+from blood_automl.search import SearchOptions, run_search
+from blood_automl.search.run import resume_command
+from blood_automl.signals import stop_signals
+from blood_automl.studies import open_storage, study_dir
 from blood_automl.studies.budget import INTERRUPTED_ATTR, SURPLUS_ATTR, count_finished, counted
 from conftest import make_images
 

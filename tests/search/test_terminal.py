@@ -30,9 +30,10 @@ from blood_automl.search.progress import (
     phase_text,
     space_note,
 )
-from blood_automl.search.quiet import LOG_ATTR, NOISE, log_tail
 from blood_automl.search.run import SearchOptions, _choose_space
 from blood_automl.spaces import SCHEMA_VERSION, TrialConfig, load_space
+from blood_automl.studies import LOG_ATTR
+from blood_automl.trainer.quiet import NOISE, log_tail
 from conftest import make_images
 
 # -- the start lines ----------------------------------------------------------------------

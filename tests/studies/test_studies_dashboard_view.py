@@ -135,7 +135,7 @@ def test_a_search_uploads_named_images_the_dashboard_shows(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
-    from blood_automl.search.dashboard import StudiesArtifactStore
+    from blood_automl.analysis.dashboard import StudiesArtifactStore
 
     storage = open_storage(url, heartbeat=False, existing=True)
     detail = _study_detail(storage, "shown")

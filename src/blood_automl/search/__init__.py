@@ -6,14 +6,9 @@ Importing this package does not import TensorFlow; a trial imports it when it tr
 from __future__ import annotations
 
 from blood_automl.search.objective import SearchContext, make_objective, trial_seed
-from blood_automl.search.run import (
-    SearchOptions,
-    SearchResult,
-    SearchStopped,
-    print_summary,
-    run_search,
-    study_dir,
-)
+from blood_automl.search.options import SearchOptions
+from blood_automl.search.run import SearchResult, SearchStopped
+from blood_automl.search.session import print_summary, run_search
 
 __all__ = [
     "SearchContext",
@@ -23,6 +18,5 @@ __all__ = [
     "make_objective",
     "print_summary",
     "run_search",
-    "study_dir",
     "trial_seed",
 ]

@@ -11,9 +11,9 @@ from typing import Any
 
 import optuna
 
+from blood_automl.analysis.figures import confusion_matrix_png, curves_png
 from blood_automl.data import PreparedData
 from blood_automl.search.faults import STOPPED_PREFIX, EnvironmentStop, classify
-from blood_automl.search.plots import confusion_matrix_png, curves_png
 from blood_automl.spaces import Space, TrialConfig, suggest
 from blood_automl.studies.budget import INTERRUPTED_ATTR as INTERRUPTED
 

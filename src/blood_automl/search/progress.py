@@ -15,12 +15,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from blood_automl.search.quiet import LOG_ATTR, log_tail
 from blood_automl.spaces import Choices, Domain, Fixed, Space, TrialConfig
 from blood_automl.spaces.domains import domain_values
 from blood_automl.spaces.plan import epoch_plan
 from blood_automl.studies import study_counts, summarize
 from blood_automl.studies.budget import counted
+from blood_automl.studies.records import LOG_ATTR
+from blood_automl.trainer.quiet import log_tail
 
 #: How the data layer names its removal kinds in the start line.
 _REMOVAL_WORDS = {

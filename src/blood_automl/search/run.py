@@ -6,7 +6,6 @@ import contextlib
 import os
 import shlex
 import shutil
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -38,9 +37,8 @@ from blood_automl.search.options import (
     check_space_fits,
     resolve_options,
 )
-from blood_automl.search.progress import SearchProgress, data_note, space_note, top_table
-from blood_automl.search.quiet import import_tensorflow_quietly
-from blood_automl.signals import raise_on_stop
+from blood_automl.search.progress import SearchProgress, data_note, space_note
+from blood_automl.signals import stop_signals
 from blood_automl.spaces import (
     DEFAULT_START,
     Choices,
@@ -52,23 +50,25 @@ from blood_automl.spaces import (
     read_space_file,
 )
 from blood_automl.studies import (
+    RECIPE_ATTR,
+    SPACE_ATTR,
     StudySettings,
-    artifact_dir,
     artifact_store_for,
     create_or_load_study,
+    data_dir,
+    logs_dir,
     mask_url,
     open_storage,
     optimize_to_target,
     remaining_trials,
     save_study_note,
     study_counts,
+    study_dir,
     summarize,
 )
 from blood_automl.studies.storage import storage_errors
 from blood_automl.studies.urls import DEFAULT_STORAGE, is_sqlite, parse_url, sqlite_file
-
-SPACE_ATTR = "space"
-RECIPE_ATTR = "recipe"
+from blood_automl.trainer.quiet import import_tensorflow_quietly
 
 
 class SearchStopped(BloodAutoMLError):
@@ -101,11 +101,6 @@ class SearchResult:
             notes=setup.notes,
             options=setup.options,
         )
-
-
-def study_dir(storage_url: str | None, study: str) -> Path:
-    """The study's own folder (``studies/<study>`` by default): prepared data, artifacts."""
-    return artifact_dir(storage_url, study).parent
 
 
 def _hardware_preset(notes: list[str]) -> str:
@@ -253,15 +248,6 @@ def _enqueue_recipes(study: optuna.Study, space: Space, notes: list[str], room: 
         notes.append(f"recipes queued as the first trials: {', '.join(added)}")
     elif not recipes:
         notes.append(f"no published recipe fits the {space.name} space")
-
-
-def stop_signals() -> contextlib.AbstractContextManager[None]:
-    """SIGINT and SIGTERM both stop the search once, as KeyboardInterrupt in the main thread.
-
-    Later signals are ignored, so the trial being stopped can still be recorded as
-    interrupted and the storage left consistent (see :func:`blood_automl.signals.raise_on_stop`).
-    """
-    return raise_on_stop(lambda _signal: KeyboardInterrupt())
 
 
 def resume_command(options: SearchOptions) -> str:
@@ -472,7 +458,7 @@ def _objective(
         ctx,
         storage_url=options.storage,
         study_name=options.study,
-        data_dir=study_dir(options.storage, options.study) / "data",
+        data_dir=data_dir(options.storage, options.study),
         threads=options.threads,
         on_wait=None if progress is None else progress.poll,
     ) as objective:
@@ -537,77 +523,9 @@ def work(options: SearchOptions, setup: SearchSetup, progress: SearchProgress | 
             f"{len(streak.reasons)} trials failed in a row, so the search stopped: "
             + "; ".join(streak.reasons[-options.max_failures :])
             + (
-                f"; each trial's output is in {study_dir(options.storage, options.study) / 'logs'}"
+                f"; each trial's output is in {logs_dir(options.storage, options.study)}"
                 if options.isolate
                 else ""
             )
         )
     return ran
-
-
-@contextlib.contextmanager
-def stop_while_setting_up() -> Iterator[None]:
-    """SIGINT or SIGTERM before the first trial: a clean stop (exit code 130), nothing counted.
-
-    Preparing the data stops on its own (its temporary folder removed); a stop while
-    TensorFlow loads, weights are checked or the study is opened ends here. The trial
-    loop installs its own handlers, which record the running trial as interrupted.
-    """
-    try:
-        with stop_signals():
-            yield
-    except KeyboardInterrupt:
-        raise SearchStopped(
-            "search stopped by the user while setting up, before any trial ran; nothing was "
-            "counted; run the same command again to start",
-            exit_code=130,
-        ) from None
-
-
-def run_search(options: SearchOptions, console: Console | None = None) -> SearchResult:
-    """Run (or resume) a search until the study has ``options.trials`` finished trials.
-
-    Every option is checked first (before TensorFlow is imported or anything written);
-    options left out take the study's stored values when it is resumed. With ``workers``
-    > 1 the trials run in that many worker processes (one GPU each where there are GPUs).
-    Raises :class:`SearchStopped` when interrupted (SIGINT or SIGTERM; the running trials
-    are marked interrupted, not counted, and the study stays consistent), when
-    ``max_failures`` trials fail in a row, or when the disk, store, weights or data fail.
-    """
-    console = console or Console()
-    check_options(options)
-    if options.workers is None or options.workers > 1:
-        from blood_automl.search.workers import default_workers, run_parallel
-
-        with stop_while_setting_up():  # default_workers may load TensorFlow to count GPUs
-            n = options.workers or default_workers()
-            if n > 1:
-                return run_parallel(replace(options, workers=n), console)
-    with stop_while_setting_up():
-        setup = setup_search(options)
-    for note in setup.notes:
-        console.print(note, style="dim", markup=False, highlight=False)
-    with SearchProgress(
-        setup.study, setup.options.trials, setup.options.objective, console
-    ) as progress:
-        ran = work(setup.options, setup, progress)
-    return SearchResult.of(setup, ran)
-
-
-def print_summary(result: SearchResult, options: SearchOptions, console: Console) -> None:
-    """The end of a search: counts, the top-5 table and the next command."""
-    options = result.options or options
-    c = result.counts
-    console.print(
-        f"study '{result.study.study_name}': {c['finished']} finished "
-        f"({c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed); this run: {result.ran}"
-    )
-    if result.top:
-        console.print(top_table(result.study, options.objective))
-        nxt = ["blood-automl", "refit-best", "--study", options.study]
-        if options.storage:
-            nxt += ["--storage", mask_url(options.storage)]
-        # one line, never wrapped or read as markup: it is a command to copy
-        console.print("next: " + " ".join(nxt), soft_wrap=True, markup=False, highlight=False)
-    elif sys.stdout.isatty():
-        console.print("no trial completed yet")

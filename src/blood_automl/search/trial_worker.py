@@ -103,10 +103,10 @@ def serve(conn: Any) -> None:
 
     ``None`` ends the loop. A stop signal (SIGINT, SIGTERM) interrupts the running trial,
     which is recorded as interrupted and answered so; the worker then ends, since later
-    signals are ignored (see :func:`~blood_automl.search.run.stop_signals`).
+    signals are ignored (see :func:`~blood_automl.signals.stop_signals`).
     """
     die_with_parent()
-    from blood_automl.search.run import stop_signals
+    from blood_automl.signals import stop_signals
 
     cache, served, training = _Cache(), 0, False
     try:
@@ -130,7 +130,7 @@ def serve(conn: Any) -> None:
 
 def _serve_one(job: TrialJob, cache: _Cache) -> tuple[str, Any]:
     """Point the output at the trial's log (before TensorFlow is imported), then train."""
-    from blood_automl.search.quiet import log_trial_output
+    from blood_automl.search.logs import log_trial_output
 
     storage = None
     with contextlib.suppress(Exception):  # the trial itself fails on the store and says why

@@ -16,7 +16,6 @@ from rich.console import Console
 from blood_automl.errors import BloodAutoMLError
 from blood_automl.search.objective import one_line
 from blood_automl.search.progress import SearchProgress
-from blood_automl.search.quiet import import_tensorflow_quietly, redirect_output
 from blood_automl.search.run import (
     SearchOptions,
     SearchResult,
@@ -24,24 +23,20 @@ from blood_automl.search.run import (
     setup_search,
     stop_signals,
     stopped_by_user,
-    study_dir,
     work,
 )
+from blood_automl.studies import logs_dir
+from blood_automl.trainer.quiet import import_tensorflow_quietly, redirect_output
 
 _STOP_GRACE = 120.0  # seconds a worker gets to record its interrupted trial
 
 
-def visible_gpus() -> int:
-    """How many GPUs TensorFlow sees (no GPU memory is taken to find out)."""
-    import_tensorflow_quietly()
-    import tensorflow as tf
-
-    return len(tf.config.list_physical_devices("GPU"))
-
-
 def default_workers() -> int:
     """One worker per visible GPU; one on a machine without GPUs."""
-    return max(1, visible_gpus())
+    import_tensorflow_quietly()
+    from blood_automl import trainer
+
+    return max(1, trainer.visible_gpus())
 
 
 def worker_environment(index: int, gpus: int) -> dict[str, str]:
@@ -72,7 +67,7 @@ def _child(options: SearchOptions, index: int, env: dict[str, str], messages: An
     os.environ.update(env)  # before TensorFlow is imported in this process
     # The worker shares the terminal with the live display: what it (or TensorFlow in it)
     # prints goes to studies/<study>/logs/worker-<index>.log; results travel by ``messages``.
-    redirect_output(study_dir(options.storage, options.study) / "logs" / f"worker-{index}.log")
+    redirect_output(logs_dir(options.storage, options.study) / f"worker-{index}.log")
     try:
         setup = setup_search(options, worker=index)
         messages.put(("done", index, work(options, setup)))
@@ -90,13 +85,11 @@ def _child(options: SearchOptions, index: int, env: dict[str, str], messages: An
 def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
     """Prepare the study once, then run ``options.workers`` worker processes on it to the target."""
     import_tensorflow_quietly()
-    import tensorflow as tf
+    from blood_automl import trainer
 
     n = int(options.workers or 1)
-    gpus = visible_gpus()
-    # The coordinating process trains nothing: keep it off the GPUs the workers use.
-    with contextlib.suppress(RuntimeError):
-        tf.config.set_visible_devices([], "GPU")
+    gpus = trainer.visible_gpus()
+    trainer.hide_gpus()  # the coordinating process trains nothing: it keeps off the workers' GPUs
     setup = setup_search(replace(options, workers=1))
     for note in setup.notes:
         console.print(note, style="dim", markup=False, highlight=False)

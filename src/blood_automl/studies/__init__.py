@@ -23,9 +23,11 @@ from blood_automl.studies.budget import (
     optimize_to_target,
     remaining_trials,
 )
+from blood_automl.studies.folders import data_dir, logs_dir, study_dir
 from blood_automl.studies.metadata import StudyVersionWarning, package_versions
 from blood_automl.studies.naming import DEFAULT_STUDY, check_study_name
 from blood_automl.studies.note import save_study_note, study_note
+from blood_automl.studies.records import LOG_ATTR, RECIPE_ATTR, SPACE_ATTR
 from blood_automl.studies.settings import (
     OBJECTIVES,
     PRUNERS,
@@ -38,6 +40,7 @@ from blood_automl.studies.storage import (
     HEARTBEAT_INTERVAL,
     check_shared_url,
     describe_storage,
+    open_existing_storage,
     open_storage,
     storage_url,
 )
@@ -58,9 +61,12 @@ __all__ = [
     "DEFAULT_STORAGE",
     "DEFAULT_STUDY",
     "HEARTBEAT_INTERVAL",
+    "LOG_ATTR",
     "OBJECTIVES",
     "PRUNERS",
+    "RECIPE_ATTR",
     "SAMPLERS",
+    "SPACE_ATTR",
     "SURPLUS_ATTR",
     "StopAtTarget",
     "StudyInfo",
@@ -75,12 +81,15 @@ __all__ = [
     "claim_slot",
     "count_finished",
     "create_or_load_study",
+    "data_dir",
     "describe_storage",
     "get_study",
     "list_studies",
+    "logs_dir",
     "make_pruner",
     "make_sampler",
     "mask_url",
+    "open_existing_storage",
     "open_storage",
     "optimize_to_target",
     "package_versions",
@@ -89,6 +98,7 @@ __all__ = [
     "settings_of",
     "storage_url",
     "study_counts",
+    "study_dir",
     "study_note",
     "summarize",
 ]

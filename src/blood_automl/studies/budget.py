@@ -186,7 +186,7 @@ def optimize_to_target(
             ran += 1
             return objective(trial)
         except KeyboardInterrupt:
-            # SIGINT or SIGTERM (a KeyboardInterrupt, see search.run.stop_signals) may land
+            # SIGINT or SIGTERM (a KeyboardInterrupt, see signals.stop_signals) may land
             # anywhere in the trial, not only where the objective expects it (while it
             # trains): in sampling, storing notes or figures. Optuna records the trial FAIL
             # either way; marked, it is not counted, so a resumed study still runs N trials.

@@ -7,9 +7,9 @@ from typing import Any
 
 import optuna
 
+from blood_automl.studies.records import SPACE_ATTR
 from blood_automl.studies.study import metric_name
 
-SPACE_ATTR = "space"
 """The study user attribute holding the search space (``Space.to_dict()``)."""
 
 

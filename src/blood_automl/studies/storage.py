@@ -420,3 +420,8 @@ def _root_message(e: BaseException, url: URL) -> str:
     if len(text) > 200:
         text = text[:197] + "..."
     return hide_secret(text, url)
+
+
+def open_existing_storage(url: str | None) -> BaseStorage:
+    """Open a storage for reading: nothing created, converted or added (see ``existing``)."""
+    return open_storage(url, heartbeat=False, existing=True)

@@ -81,3 +81,14 @@ def release() -> None:
     """Free the models and graphs of the last trial, so many trials in one process stay bounded."""
     keras.backend.clear_session(free_memory=True)
     gc.collect()
+
+
+def visible_gpus() -> int:
+    """How many GPUs TensorFlow sees (no GPU memory is taken to find out)."""
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def hide_gpus() -> None:
+    """Keep this process off every GPU (a process that trains nothing); too late once one is used."""
+    with contextlib.suppress(RuntimeError):
+        tf.config.set_visible_devices([], "GPU")

@@ -47,6 +47,9 @@ GROW_ENV = "BLOOD_AUTOML_FAKE_GROW_MIB"
 
 FAKE = True  # lets a test check which trainer a process has
 
+# The trainer's TensorFlow-free modules (``trainer.quiet``) are still the real ones.
+__path__ = [str(Path(__file__).resolve().parents[3] / "src" / "blood_automl" / "trainer")]
+
 
 @dataclass(frozen=True)
 class RuntimeInfo:
@@ -115,6 +118,15 @@ def check_weights(
         if not (Path(mode) / spec.weights_file).is_file():
             missing.append(f"{spec.name}: {spec.weights_file} is not in {mode}")
     return missing
+
+
+def visible_gpus() -> int:
+    """The real one asks TensorFlow; here there is none."""
+    return 0
+
+
+def hide_gpus() -> None:
+    """Nothing to hide without GPUs."""
 
 
 def fake_tensorflow() -> types.ModuleType:

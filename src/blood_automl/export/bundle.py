@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from blood_automl.analysis.figures import confusion_matrix_png, curves_png
 from blood_automl.outputs import write_dir
-from blood_automl.search.plots import confusion_matrix_png, curves_png
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"

@@ -33,7 +33,7 @@ from blood_automl.data.validate import (
 )
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.outputs import check_output_file, csv_cell, write_file
-from blood_automl.search.quiet import import_tensorflow_quietly
+from blood_automl.trainer.quiet import import_tensorflow_quietly
 
 DEFAULT_OUT = Path("predictions.csv")
 """Where predictions go unless ``--out`` says otherwise (the working directory)."""

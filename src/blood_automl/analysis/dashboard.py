@@ -15,7 +15,6 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 
 from blood_automl.errors import ConfigError, StorageError
-from blood_automl.search.report import open_existing_storage
 from blood_automl.studies import (
     DEFAULT_STUDY,
     artifact_dir,
@@ -23,6 +22,7 @@ from blood_automl.studies import (
     check_study_name,
     get_study,
     mask_url,
+    open_existing_storage,
 )
 
 DEFAULT_HOST = "127.0.0.1"

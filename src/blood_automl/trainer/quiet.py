@@ -3,8 +3,9 @@
 TensorFlow's C++ code writes to file descriptor 2 directly, some of it before
 ``TF_CPP_MIN_LOG_LEVEL`` is read, so redirecting Python's ``sys.stderr`` does not help:
 the descriptor itself is pointed elsewhere (``os.dup2``). A trial's process sends both
-its descriptors to its own log file for good; the search's main process and its workers
-only hide TensorFlow's import, and keep ``TF_CPP_MIN_LOG_LEVEL`` at 3 for the rest.
+its descriptors to its own log file for good (``search.logs``); the search's main process
+and its workers only hide TensorFlow's import, and keep ``TF_CPP_MIN_LOG_LEVEL`` at 3 for
+the rest. Importing this module does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from optuna.storages import BaseStorage
 
 #: Lines TensorFlow, absl and the CUDA / oneDNN libraries print on their own.
 NOISE = re.compile(
@@ -38,7 +35,7 @@ ROUTINE = re.compile(
 )
 #: TensorFlow's C++ log level variable (0: all, 1: no info, 2: errors only, 3: none).
 LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
-_LEVEL_OURS = "BLOOD_AUTOML_QUIET_TENSORFLOW"
+QUIET_ENV = "BLOOD_AUTOML_QUIET_TENSORFLOW"
 #: The level a trial's log gets when the user did not choose one: warnings and errors.
 TRIAL_LOG_LEVEL = "1"
 #: How many lines of a failed trial's log are shown with the failure.
@@ -101,7 +98,7 @@ def import_tensorflow_quietly() -> None:
     """Import TensorFlow with its start-up lines hidden; its later C++ logging stays off."""
     if LEVEL_ENV not in os.environ:
         os.environ[LEVEL_ENV] = "3"
-        os.environ[_LEVEL_OURS] = "1"  # a trial's process, writing to a file, may say more
+        os.environ[QUIET_ENV] = "1"  # a trial's process, writing to a file, may say more
     if "tensorflow" in sys.modules:
         return
     with native_stderr_hidden():
@@ -118,44 +115,3 @@ def log_tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
         return []
     kept = [line.rstrip() for line in text.splitlines() if line.strip() and not ROUTINE.match(line)]
     return kept[-lines:]
-
-
-#: The trial user attribute that holds the path of the trial's log file.
-LOG_ATTR = "log"
-
-
-def trial_log_path(folder: Path, number: int) -> Path:
-    """``<study folder>/logs/trial-<number>.log``."""
-    return folder / "logs" / f"trial-{number}.log"
-
-
-def log_trial_output(
-    storage_url: str | None, study: str, trial_id: int, *, storage: BaseStorage | None = None
-) -> Path | None:
-    """In a trial's process: send fds 1 and 2 to the trial's log file and record its path.
-
-    Call it before each trial, the first time before TensorFlow is imported. The path is
-    stored on the trial (user attribute ``log``), so the search can show the end of the
-    log when it fails. ``storage``: the study's storage, when the process has it open.
-    """
-    import faulthandler
-
-    from blood_automl.search.run import study_dir
-    from blood_automl.studies import open_storage
-
-    folder = study_dir(storage_url, study).absolute()
-    try:
-        with native_stderr_hidden():
-            if storage is None:
-                storage = open_storage(storage_url, heartbeat=False)
-            number = storage.get_trial_number_from_id(trial_id)
-    except Exception:  # the trial itself will fail on the storage and say why
-        return redirect_output(folder / "logs" / f"trial-id-{trial_id}.log")
-    path = redirect_output(trial_log_path(folder, number))
-    if os.environ.get(_LEVEL_OURS):
-        os.environ[LEVEL_ENV] = TRIAL_LOG_LEVEL
-    faulthandler.enable(file=sys.stderr)  # a crash leaves the Python stack in the log
-    if path is not None:
-        with contextlib.suppress(Exception):
-            storage.set_trial_user_attr(trial_id, LOG_ATTR, str(path))
-    return path

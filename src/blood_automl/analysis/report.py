@@ -14,21 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from blood_automl import __version__
+from blood_automl.analysis.report_html import write_index_html
 from blood_automl.errors import ConfigError, StorageError
 from blood_automl.outputs import check_output_dir, csv_cell, write_dir
-from blood_automl.search.report_html import write_index_html
 from blood_automl.studies import (
     DEFAULT_STORAGE,
     artifact_dir,
     check_study_name,
     get_study,
     mask_url,
-    open_storage,
+    open_existing_storage,
     study_counts,
     summarize,
 )
@@ -53,11 +52,6 @@ class ReportResult:
     files: tuple[Path, ...]
     notes: tuple[str, ...]
     summary: dict[str, Any]
-
-
-def open_existing_storage(url: str | None) -> BaseStorage:
-    """Open a storage for reading: nothing created, converted or added (see ``existing``)."""
-    return open_storage(url, heartbeat=False, existing=True)
 
 
 def write_report(

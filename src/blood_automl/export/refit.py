@@ -10,21 +10,23 @@ from typing import Any
 import numpy as np
 import optuna
 
+from blood_automl.analysis.report import study_paths
 from blood_automl.data import load_prepared
 from blood_automl.errors import ConfigError, DataError
+from blood_automl.export.bundle import EXPORT_KIND, classification_report_text, export_model
 from blood_automl.outputs import check_output_dir
-from blood_automl.search.export import EXPORT_KIND, classification_report_text, export_model
-from blood_automl.search.quiet import import_tensorflow_quietly
-from blood_automl.search.report import open_existing_storage, study_paths
-from blood_automl.search.run import SPACE_ATTR, study_dir
 from blood_automl.spaces import Space, TrialConfig, suggest
 from blood_automl.studies import (
     DEFAULT_STUDY,
+    SPACE_ATTR,
     best_trial,
     get_study,
     mask_url,
+    open_existing_storage,
     package_versions,
 )
+from blood_automl.studies import data_dir as study_data_dir
+from blood_automl.trainer.quiet import import_tensorflow_quietly
 
 REFIT_ATTR = "refit"
 
@@ -88,7 +90,7 @@ def refit_best(
     trial = best_trial(study, trial_number)
     space, config = config_of_trial(study, trial)
 
-    data_dir = study_dir(storage_url, study_name) / "data"
+    data_dir = study_data_dir(storage_url, study_name)
     if not (data_dir / "manifest.json").is_file():
         raise DataError(
             f"study '{study_name}' has no prepared data in {data_dir}; run blood-automl search "
