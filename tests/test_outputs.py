@@ -21,6 +21,7 @@ from blood_automl.outputs import (
     TEMP_PREFIX,
     check_output_dir,
     check_output_file,
+    create_dir,
     csv_cell,
     remove_stale_temporaries,
     write_dir,
@@ -262,3 +263,46 @@ def test_a_run_killed_mid_export_leaves_nothing_after_the_next_run(tmp_path: Pat
     subprocess.run([sys.executable, "-c", _WRITER, str(out), "finish"], check=True, timeout=60)
     assert sorted(p.name for p in out.parent.iterdir()) == ["study"]
     assert (out / ".blood-automl-export").is_file()
+
+
+# -- folders made once (a study's prepared data) ------------------------------------------------
+
+
+def test_create_dir_fills_a_temporary_and_moves_it_into_place(tmp_path: Path) -> None:
+    seen: list[Path] = []
+
+    def fill(folder: Path) -> None:
+        seen.append(folder)
+        assert folder.parent == tmp_path and folder.name.startswith(TEMP_PREFIX)
+        (folder / "a.txt").write_text("a", encoding="utf-8")
+
+    target = tmp_path / "data"
+    assert create_dir(target, fill, done=lambda f: (f / "a.txt").is_file())
+    assert (target / "a.txt").read_text(encoding="utf-8") == "a"
+    assert not seen[0].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_create_dir_drops_its_work_when_another_process_made_the_folder_first(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "data"
+
+    def fill(folder: Path) -> None:
+        (folder / "mine.txt").write_text("mine", encoding="utf-8")
+        target.mkdir()  # another process finished first
+        (target / "theirs.txt").write_text("theirs", encoding="utf-8")
+
+    assert not create_dir(target, fill, done=lambda f: (f / "theirs.txt").is_file())
+    assert sorted(p.name for p in target.iterdir()) == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_create_dir_leaves_nothing_when_filling_fails(tmp_path: Path) -> None:
+    def fill(folder: Path) -> None:
+        (folder / "half.npy").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        create_dir(tmp_path / "data", fill, done=lambda f: True)
+    assert list(tmp_path.iterdir()) == []

@@ -22,6 +22,7 @@ Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -371,6 +372,35 @@ def write_dir(
         _remove(tmp)
         raise
     return path
+
+
+def create_dir(target: Path, fill: Callable[[Path], None], *, done: Callable[[Path], bool]) -> bool:
+    """Make a folder once: ``fill`` a temporary beside ``target``, then rename it into place.
+
+    For folders the program itself keeps (a study's prepared data), which are made once
+    and never replaced: when another process made ``target`` first (``done(target)`` is
+    then true), this one's work is dropped and False returned. An empty ``target`` counts
+    as absent. A failure or a stop removes the temporary and leaves ``target`` as it was;
+    temporaries of processes that died are removed first.
+    """
+    parent = _make_parent(target)
+    remove_stale_temporaries(parent)
+    tmp = _temp_name(target)
+    tmp.mkdir(mode=DIR_MODE)
+    try:
+        fill(tmp)
+        with contextlib.suppress(OSError):  # an empty folder there (made by hand): ours now
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if done(target):
+                return False
+            raise
+    finally:
+        _remove(tmp)
+    return True
 
 
 def write_marker(folder: Path, kind: str) -> Path:

@@ -16,10 +16,11 @@ import pytest
 from PIL import Image
 
 from blood_automl.data import inspect_data, load_dataset, load_prepared, prepare_data
-from blood_automl.data.prepare import MANIFEST, PreparationStopped, _host
+from blood_automl.data.prepare import MANIFEST, PreparationStopped
 from blood_automl.data.split import split_indices
 from blood_automl.data.validate import geometry_problem, name_key
 from blood_automl.errors import ConfigError, DataError
+from blood_automl.outputs import HOST_TAG, TEMP_PREFIX
 from conftest import make_images
 
 from .conftest import small_npz
@@ -157,7 +158,7 @@ def test_seed_out_of_range_is_refused_before_anything_is_written(tmp_path: Path)
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX))
 
 
 def test_sigterm_while_writing_removes_the_temporary(
@@ -233,14 +234,15 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None
     )
     dead_pid = int(dead.stdout)
     names = {
-        "dead": f".data.tmp-{_host()}-{dead_pid}-0123abcd",
-        "old-style": f".data.tmp-{dead_pid}-89abcdef",
-        "alive": f".data.tmp-{_host()}-{os.getppid()}-deadbeef",
-        "other-host": f".data.tmp-elsewhere.example-{dead_pid}-00112233",
+        "dead": f"{TEMP_PREFIX}data.{HOST_TAG}-{dead_pid}.0123abcd",
+        "alive": f"{TEMP_PREFIX}data.{HOST_TAG}-{os.getppid()}.deadbeef",
+        "other-host": f"{TEMP_PREFIX}data.0a1b2c-{dead_pid}.00112233",
     }
+    an_hour_ago = time.time() - 3600  # older than this process: it could be stale
     for name in names.values():
         (out.parent / name).mkdir()
         (out.parent / name / "x_train.npy").write_bytes(b"half")
+        os.utime(out.parent / name, (an_hour_ago, an_hour_ago))
     prepare_data(small_npz(tmp_path / "d.npz"), out, image_size=16)
     assert _leftovers(out.parent) == sorted([names["alive"], names["other-host"]])
     assert (out / MANIFEST).is_file()

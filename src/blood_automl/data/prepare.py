@@ -11,8 +11,8 @@ labels, the class names and the split assignment (which image is in which split,
 The manifest also records each .npy file's size and CRC-32, which
 ``load_prepared(verify="quick")`` checks in about 20 ms for 2,400 96x96 images (trial processes).
 
-Preparing writes into a temporary sibling folder ``.data.tmp-HOST-PID-XXXXXXXX`` that is
-renamed into place when complete. SIGINT and SIGTERM while preparing stop it with a
+Preparing writes into a temporary sibling folder (``outputs.create_dir``) that is renamed
+into place when complete. SIGINT and SIGTERM while preparing stop it with a
 :class:`PreparationStopped` error after removing that folder; a temporary folder left by a
 process that no longer runs (killed with SIGKILL) is removed by the next preparation.
 """
@@ -22,11 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import re
-import shutil
-import socket
-import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +44,7 @@ from blood_automl.data.split import (
 )
 from blood_automl.data.validate import check_image_size
 from blood_automl.errors import DataError
+from blood_automl.outputs import create_dir, remove_stale_temporaries
 from blood_automl.signals import raise_on_stop
 
 MANIFEST = "manifest.json"
@@ -382,45 +378,6 @@ def load_prepared(out_dir: Path, *, mmap: bool = True, verify: Verify = True) ->
     )
 
 
-_TMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)-[0-9a-f]{8}$")
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
-
-
-def _temporary_name(out_dir: Path) -> Path:
-    return out_dir.parent / f".{out_dir.name}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def remove_stale_temporaries(out_dir: Path) -> list[Path]:
-    """Remove temporary folders of ``out_dir`` left by processes of this host no longer running."""
-    removed: list[Path] = []
-    if not out_dir.parent.is_dir():
-        return removed
-    for path in out_dir.parent.iterdir():
-        match = _TMP.match(path.name)
-        if match is None or match["name"] != out_dir.name or not path.is_dir():
-            continue
-        if match["host"] not in (None, _host()):
-            continue  # another machine's (a shared folder): its own next run cleans it
-        pid = int(match["pid"])
-        if pid != os.getpid() and not _running(pid):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
 def stop_on_signals(out_dir: Path) -> contextlib.AbstractContextManager[None]:
     """SIGINT and SIGTERM stop the preparation with :class:`PreparationStopped` (once).
 
@@ -443,29 +400,17 @@ def _write_atomically(
     The manifest written also records each file's size and CRC-32; it is returned. Returns
     None (and leaves nothing) when another process created ``out_dir`` first.
     """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
-    tmp = _temporary_name(out_dir)
     written = dict(manifest)
     written["arrays"] = {name: dict(entry) for name, entry in manifest["arrays"].items()}
-    try:
-        tmp.mkdir()
+
+    def fill(tmp: Path) -> None:
         for name in ARRAY_NAMES:
             np.save(tmp / f"{name}.npy", arrays[name], allow_pickle=False)
             written["arrays"][name].update(file_check(tmp / f"{name}.npy"))
         (tmp / MANIFEST).write_text(json.dumps(written, indent=1) + "\n", encoding="utf-8")
-        if out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if (out_dir / MANIFEST).is_file():
-                return None
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return written
+
+    made = create_dir(out_dir, fill, done=lambda folder: (folder / MANIFEST).is_file())
+    return written if made else None
 
 
 def prepare_data(
@@ -521,7 +466,7 @@ def _prepare(
         and existing.get("options") == options
         and existing.get("prepared_version") == PREPARED_VERSION
     ):
-        remove_stale_temporaries(out_dir)
+        remove_stale_temporaries(out_dir.parent)
         return load_prepared(out_dir)
 
     if clean:
