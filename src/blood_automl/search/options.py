@@ -13,6 +13,7 @@ from blood_automl.errors import ConfigError
 from blood_automl.spaces import Space, load_space
 from blood_automl.spaces.registry import get_backbone
 from blood_automl.studies import DEFAULT_STUDY, StudySettings, check_shared_url, check_study_name
+from blood_automl.studies.settings import Objective, PrunerName, SamplerName
 
 RESUMABLE = ("weights", "image_size", "objective", "seed", "sampler", "pruner")
 """Options a study stores; left out on resume, they take the study's value."""
@@ -48,11 +49,11 @@ class SearchOptions:
     space: str | None = None
     weights: str = "imagenet"
     image_size: int = 96
-    objective: str = "accuracy"
+    objective: Objective = "accuracy"
     recipes: bool = True
     seed: int = 0
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
+    sampler: SamplerName = "tpe"
+    pruner: PrunerName = "hyperband"
     clean: bool = True
     convert: bool = False
     max_failures: int = 5
@@ -136,9 +137,9 @@ def check_options(options: SearchOptions, capacity: Capacity | None = None) -> N
         space = load_space(Path(options.space) if options.space else str(options.preset))
         check_space_fits(space, options.image_size)
     StudySettings(
-        objective=options.objective,  # type: ignore[arg-type]
-        sampler=options.sampler,  # type: ignore[arg-type]
-        pruner=options.pruner,  # type: ignore[arg-type]
+        objective=options.objective,
+        sampler=options.sampler,
+        pruner=options.pruner,
         seed=options.seed,
     )
 

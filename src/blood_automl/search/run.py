@@ -370,9 +370,9 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
     notes += [data_note(data.manifest), space_note(space)]
 
     settings = StudySettings(
-        objective=options.objective,  # type: ignore[arg-type]
-        sampler=options.sampler,  # type: ignore[arg-type]
-        pruner=options.pruner,  # type: ignore[arg-type]
+        objective=options.objective,
+        sampler=options.sampler,
+        pruner=options.pruner,
         seed=options.seed,
         max_resource=_max_epochs(space),
     )
