@@ -20,6 +20,8 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +79,8 @@ class WorkerLimits:
 class _Worker:
     """A live trial worker, its end of the pipe, and what it reported so far."""
 
-    process: Any
-    conn: Any
+    process: BaseProcess
+    conn: Connection
     first_rss: float | None = None
     busy: bool = False  # a job was sent and not answered yet
 
@@ -98,7 +100,7 @@ class TrialWorkers:
         self.on_wait = on_wait
         self._spawn = mp.get_context("spawn")
         self._worker: _Worker | None = None
-        self._retired: list[Any] = []
+        self._retired: list[BaseProcess] = []
 
     def __enter__(self) -> TrialWorkers:
         return self
@@ -291,7 +293,7 @@ def isolated_objective(
         yield environment_guard(objective)
 
 
-def _receive(receive: Any) -> Any | None:
+def _receive(receive: Connection) -> Any | None:
     """The worker's message, or None when it died without sending one.
 
     A pipe whose writer died polls as readable (end of file), so ``recv`` raises
@@ -311,7 +313,7 @@ def _died(exitcode: int | None) -> str:
     return f"the trial's process ended with exit code {exitcode} before reporting a result"
 
 
-def _stop(child: Any) -> None:
+def _stop(child: BaseProcess) -> None:
     if child.is_alive() and child.pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGTERM)

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ class _Cache:
     configured: bool = False
 
 
-def serve(conn: Any) -> None:
+def serve(conn: Connection) -> None:
     """The trial worker's main loop: receive a :class:`TrialJob`, answer an :class:`Outcome`.
 
     ``None`` ends the loop. A stop signal (SIGINT, SIGTERM) interrupts the running trial,

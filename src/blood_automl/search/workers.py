@@ -9,7 +9,8 @@ import queue
 import signal
 import time
 from dataclasses import replace
-from typing import Any
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeAlias
 
 from rich.console import Console
 
@@ -27,6 +28,10 @@ from blood_automl.search.run import (
 )
 from blood_automl.studies import logs_dir
 from blood_automl.trainer.quiet import import_tensorflow_quietly, redirect_output
+
+Message: TypeAlias = tuple[str, int, Any]
+"""What a worker sends back: (kind, worker index, value): done / interrupted / stopped / error."""
+Messages: TypeAlias = "mp.Queue[Message]"
 
 _STOP_GRACE = 120.0  # seconds a worker gets to record its interrupted trial
 
@@ -63,7 +68,7 @@ def threads_per_worker(n_workers: int, gpus: int, cpus: int | None = None) -> in
     return max(1, (cpus or usable_cpus()) // n_workers)
 
 
-def _child(options: SearchOptions, index: int, env: dict[str, str], messages: Any) -> None:
+def _child(options: SearchOptions, index: int, env: dict[str, str], messages: Messages) -> None:
     os.environ.update(env)  # before TensorFlow is imported in this process
     # The worker shares the terminal with the live display: what it (or TensorFlow in it)
     # prints goes to studies/<study>/logs/worker-<index>.log; results travel by ``messages``.
@@ -101,8 +106,8 @@ def run_parallel(options: SearchOptions, console: Console) -> SearchResult:
     )
     child_options = replace(setup.options, data=None, workers=1, threads=threads)
     ctx = mp.get_context("spawn")
-    messages = ctx.Queue()
-    procs = [
+    messages: Messages = ctx.Queue()
+    procs: list[BaseProcess] = [
         ctx.Process(
             target=_child,
             args=(child_options, i, worker_environment(i, gpus), messages),
@@ -159,15 +164,15 @@ def _failed(results: dict[int, tuple[str, Any]]) -> bool:
     return any(kind in ("error", "stopped") for kind, _ in results.values())
 
 
-def _index(p: Any) -> int:
+def _index(p: BaseProcess) -> int:
     return int(str(p.name).rsplit("-", 1)[-1])
 
 
-def _exit(procs: list[Any], name: str) -> Any:
+def _exit(procs: list[BaseProcess], name: str) -> int | None:
     return next(p.exitcode for p in procs if p.name == name)
 
 
-def _drain(messages: Any, results: dict[int, tuple[str, Any]]) -> None:
+def _drain(messages: Messages, results: dict[int, tuple[str, Any]]) -> None:
     while True:
         try:
             kind, index, value = messages.get_nowait()
@@ -176,7 +181,7 @@ def _drain(messages: Any, results: dict[int, tuple[str, Any]]) -> None:
         results[int(index)] = (kind, value)
 
 
-def _stop(procs: list[Any]) -> None:
+def _stop(procs: list[BaseProcess]) -> None:
     """SIGTERM every live worker (each marks its running trial interrupted), then wait; kill stragglers."""
     for p in procs:
         if p.is_alive() and p.pid is not None:
