@@ -354,6 +354,23 @@ def to_labels(
     classes; string labels name their classes, sorted.
     """
     notes: list[str] = []
+    labels = _one_label_per_image(labels, n_images, where, key)
+    names = _names_from_array(class_names, where) if class_names is not None else None
+    if labels.dtype.kind in "US":
+        text = _label_strings(labels)
+        if not _digit_strings(text, where, key):
+            out, names = _indices_of_names(text, names, where, key)
+            return out, names, notes
+        labels = np.array([int(t) for t in text], dtype=np.int64)
+        notes.append(f"read '{key}' from digit strings as integers")
+    elif labels.dtype.kind == "f":
+        labels = _integral_floats(labels, where, key)
+        notes.append(f"read float '{key}' as integers")
+    return _class_indices(labels, names, where, key, notes)
+
+
+def _one_label_per_image(labels: np.ndarray, n_images: int, where: str, key: str) -> np.ndarray:
+    """The labels as one (N,) column, N the number of images; (N, 1) is flattened."""
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
@@ -368,86 +385,103 @@ def to_labels(
             f"there are {n_images} images but {labels.shape[0]} labels in '{key}' (length mismatch)",
             "save exactly one label per image",
         )
-    names = _names_from_array(class_names, where) if class_names is not None else None
-    kind = labels.dtype.kind
+    return labels
 
-    if kind in "US":
-        text = [
-            (s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s)).strip()
-            for s in labels.tolist()
-        ]
-        numeric = [t.lstrip("-").isdecimal() for t in text]
-        if all(numeric):
-            labels = np.array([int(t) for t in text], dtype=np.int64)
-            notes.append(f"read '{key}' from digit strings as integers")
-            kind = "i"
-        elif any(numeric):
-            i, j = numeric.index(True), numeric.index(False)
+
+def _label_strings(labels: np.ndarray) -> list[str]:
+    """String or bytes labels as stripped text (bytes read as UTF-8)."""
+    return [
+        (s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s)).strip()
+        for s in labels.tolist()
+    ]
+
+
+def _digit_strings(text: list[str], where: str, key: str) -> bool:
+    """Whether every label is an integer in digits (False: all are names; a mix is refused)."""
+    numeric = [t.lstrip("-").isdecimal() for t in text]
+    if all(numeric):
+        return True
+    if any(numeric):
+        i, j = numeric.index(True), numeric.index(False)
+        raise fail(
+            where,
+            f"'{key}' mixes integers and names ('{text[i]}' at index {i}, '{text[j]}' at index {j})",
+            "use either integer labels or class names, not both",
+        )
+    return False
+
+
+def _names_of_labels(text: list[str], where: str, key: str) -> tuple[str, ...]:
+    """The classes that name labels name, sorted: at least 2, each spelled one way."""
+    names = tuple(sorted(set(text)))
+    check_distinct_names(
+        names,
+        where,
+        f"the labels in '{key}'",
+        "spell each class one way in the labels (e.g. all lower case)",
+    )
+    if len(names) < 2:
+        raise fail(
+            where,
+            f"'{key}' names only one class ('{names[0]}')",
+            "a classifier needs images of at least 2 classes",
+        )
+    return names
+
+
+def _indices_of_names(
+    text: list[str], names: tuple[str, ...] | None, where: str, key: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class-name labels as indices into ``names`` (by default the names the labels use)."""
+    if names is None:
+        names = _names_of_labels(text, where, key)
+    lookup = {n: k for k, n in enumerate(names)}
+    out = np.empty(len(text), dtype=np.int64)
+    for i, t in enumerate(text):
+        if t not in lookup:
             raise fail(
                 where,
-                f"'{key}' mixes integers and names ('{text[i]}' at index {i}, '{text[j]}' at index {j})",
-                "use either integer labels or class names, not both",
+                f"label '{t}' at index {i} is not one of class_names ({', '.join(names)})",
+                "fix the label or add the class to class_names",
             )
-        else:
-            if names is None:
-                names = tuple(sorted(set(text)))
-                check_distinct_names(
-                    names,
-                    where,
-                    f"the labels in '{key}'",
-                    "spell each class one way in the labels (e.g. all lower case)",
-                )
-                if len(names) < 2:
-                    raise fail(
-                        where,
-                        f"'{key}' names only one class ('{names[0]}')",
-                        "a classifier needs images of at least 2 classes",
-                    )
-            lookup = {n: k for k, n in enumerate(names)}
-            out = np.empty(len(text), dtype=np.int64)
-            for i, t in enumerate(text):
-                if t not in lookup:
-                    raise fail(
-                        where,
-                        f"label '{t}' at index {i} is not one of class_names ({', '.join(names)})",
-                        "fix the label or add the class to class_names",
-                    )
-                out[i] = lookup[t]
-            return out, names, notes
+        out[i] = lookup[t]
+    return out, names
 
-    if kind == "f":
-        finite = np.isfinite(labels)
-        if not finite.all():
-            i = int(np.argmin(finite))
-            raise fail(
-                where,
-                f"'{key}' must be integers, but got {labels[i]} at index {i}",
-                "fix that label",
-            )
-        frac = labels != np.round(labels)
-        if frac.any():
-            i = int(np.argmax(frac))
-            raise fail(
-                where,
-                f"'{key}' must be integers, but got {labels[i]:g} at index {i}",
-                "save integer class indices",
-            )
-        labels = labels.astype(np.int64)
-        notes.append(f"read float '{key}' as integers")
-        kind = "i"
 
-    if kind not in "iu":
+def _integral_floats(labels: np.ndarray, where: str, key: str) -> np.ndarray:
+    """Float labels as int64, refused unless every one is a finite whole number."""
+    finite = np.isfinite(labels)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise fail(
+            where,
+            f"'{key}' must be integers, but got {labels[i]} at index {i}",
+            "fix that label",
+        )
+    frac = labels != np.round(labels)
+    if frac.any():
+        i = int(np.argmax(frac))
+        raise fail(
+            where,
+            f"'{key}' must be integers, but got {labels[i]:g} at index {i}",
+            "save integer class indices",
+        )
+    return labels.astype(np.int64)
+
+
+def _class_indices(
+    labels: np.ndarray, names: tuple[str, ...] | None, where: str, key: str, notes: list[str]
+) -> tuple[np.ndarray, tuple[str, ...], list[str]]:
+    """Integer labels checked against the classes (without names: the 8 PBC classes)."""
+    if labels.dtype.kind not in "iu":
         raise fail(
             where,
             f"'{key}' must be integers or class-name strings, but has dtype {labels.dtype}",
             "save integer class indices or class names",
         )
     labels = labels.astype(np.int64, copy=False)
-    if names is None:
-        names = PBC_CLASS_NAMES
-        assumed = True
-    else:
-        assumed = False
+    assumed = names is None
+    names = PBC_CLASS_NAMES if names is None else names
     k = len(names)
     bad = (labels < 0) | (labels >= k)
     if bad.any():

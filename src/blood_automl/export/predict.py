@@ -13,16 +13,14 @@ from typing import IO, Any
 
 import numpy as np
 
-from blood_automl.data.readers import (
+from blood_automl.data.images import (
     IMAGE_SUFFIXES,
     ImageTally,
-    _array,
-    _open_npz,
-    decode_image,
     image_notes,
+    read_image_file,
     refuse_image_problems,
-    refuse_special,
 )
+from blood_automl.data.readers import _array, _open_npz
 from blood_automl.data.validate import (
     MAX_IMAGE_SIZE,
     MIN_IMAGE_SIZE,
@@ -404,14 +402,13 @@ def _read_folder(root: Path, class_names: tuple[str, ...], convert: bool) -> Ima
 
 
 def _read_files(files: list[Path], root: Path, where: str, convert: bool) -> Images:
-    """Decode image files as the data layer does (16-bit and float scaled, modes checked)."""
+    """Decode image files with the data layer's decoder (16-bit and float scaled, modes checked)."""
     images: list[np.ndarray] = []
     sources: list[str] = []
     tally = ImageTally()
     for f in files:
         rel = f.relative_to(root).as_posix()
-        refuse_special(f, rel)  # a FIFO or device named like an image would block or never end
-        array = decode_image(f, rel, convert=convert, tally=tally)
+        array = read_image_file(f, rel, convert=convert, tally=tally)
         if array is not None:
             images.append(array)
             sources.append(rel)

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from blood_automl.trainer.fit import (
-        TrainingDiverged,
-        TrainResult,
         class_weights,
         make_dataset,
         make_loss,
@@ -30,6 +28,7 @@ if TYPE_CHECKING:
         unfreeze_index,
         weights_mode,
     )
+    from blood_automl.trainer.results import TrainingDiverged, TrainResult
     from blood_automl.trainer.runtime import (
         configure,
         hide_gpus,
@@ -39,8 +38,8 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    "TrainingDiverged": "fit",
-    "TrainResult": "fit",
+    "TrainingDiverged": "results",
+    "TrainResult": "results",
     "class_weights": "fit",
     "make_dataset": "fit",
     "make_loss": "fit",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -13,38 +13,39 @@ import numpy as np
 import tensorflow as tf
 
 from blood_automl.spaces.config import TrialConfig
-from blood_automl.spaces.plan import EpochPlan, epoch_plan
+from blood_automl.spaces.plan import epoch_plan
 from blood_automl.trainer.augment import AugmentParams, make_augmenter
 from blood_automl.trainer.metrics import compute_metrics, objective_value
 from blood_automl.trainer.model import build_model, set_trainable, unfreeze_index, weights_mode
+from blood_automl.trainer.phases import (
+    Patience,
+    Phase,
+    PhaseLog,
+    history_row,
+    phases,
+    relative_seconds,
+)
+from blood_automl.trainer.results import TrainingDiverged, TrainResult
 from blood_automl.trainer.runtime import configure, seed_everything
+
+__all__ = [
+    "ReportFn",
+    "TrainResult",
+    "TrainingDiverged",
+    "backbone_schedule",
+    "class_weights",
+    "make_dataset",
+    "make_loss",
+    "make_optimizer",
+    "mean_log_loss",
+    "predict",
+    "train",
+]
 
 # report(step, value): step is the epoch's pruner step (see spaces.plan.EpochPlan: the epochs
 # of the trial's last phase, counted from 1); it may raise (optuna.TrialPruned, for example)
 # to stop the trial.
 ReportFn = Callable[[int, float], None]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the trial cannot produce a model."""
-
-
-@dataclass
-class TrainResult:
-    """A trained model and what happened on the way."""
-
-    model: keras.Model
-    history: list[dict[str, Any]]
-    best_step: int
-    best_value: float | None
-    val_metrics: dict[str, Any] | None
-    # Epochs that led to the returned weights, per phase: what a refit should train.
-    head_epochs: int
-    finetune_epochs: int
-    unfreeze_from: str | None
-    trainable_layers: int
-    seconds: float
-    notes: list[str] = field(default_factory=list)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
@@ -118,29 +119,12 @@ def make_optimizer(config: TrialConfig, learning_rate: Any) -> keras.optimizers.
     return keras.optimizers.Adam(learning_rate)
 
 
-class _EpochMonitor(keras.callbacks.Callback):
-    """Per epoch: validation metrics, the objective to ``report``, best weights, early stopping."""
+class _NanGuard(keras.callbacks.Callback):
+    """Ends the training with :class:`TrainingDiverged` at the first batch whose loss is not finite."""
 
-    def __init__(
-        self,
-        *,
-        val: tf.data.Dataset | None,
-        y_val: np.ndarray | None,
-        class_names: Sequence[str],
-        objective: str,
-        report: ReportFn | None,
-        patience: int | None,
-        history: list[dict[str, Any]],
-        phase: str,
-        best: dict[str, Any],
-        plan: EpochPlan,
-    ) -> None:
+    def __init__(self, phase: str) -> None:
         super().__init__()
-        self.plan = plan
-        self.val, self.y_val, self.class_names = val, y_val, class_names
-        self.objective, self.report, self.patience = objective, report, patience
-        self.history, self.phase, self.best = history, phase, best
-        self.wait = 0
+        self.phase = phase
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
@@ -150,35 +134,82 @@ class _EpochMonitor(keras.callbacks.Callback):
                 f"loss became {float(loss)} in the {self.phase} phase at batch {batch}"
             )
 
+
+def mean_log_loss(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+    """Cross-entropy of predicted probabilities against integer labels (clipped at ``eps``)."""
+    picked = probs[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, eps, 1.0))))
+
+
+@dataclass
+class _Validation:
+    """The validation data of a training and how one epoch's model is scored on it."""
+
+    data: tf.data.Dataset
+    labels: np.ndarray
+    class_names: Sequence[str]
+    objective: str
+
+    def score(self, model: keras.Model) -> tuple[dict[str, Any], float, float]:
+        """The model's metrics, objective value and validation loss."""
+        probs = model.predict(self.data, verbose=0)
+        metrics = compute_metrics(self.labels, probs, self.class_names)
+        value = objective_value(metrics, self.objective)
+        return metrics, value, mean_log_loss(probs, self.labels)
+
+
+class _EpochMonitor(keras.callbacks.Callback):
+    """Per epoch: the history row; with validation data also the score, best weights, report, patience."""
+
+    def __init__(
+        self,
+        *,
+        log: PhaseLog,
+        phase: str,
+        validation: _Validation | None,
+        report: ReportFn | None,
+        patience: Patience,
+    ) -> None:
+        super().__init__()
+        self.log, self.phase, self.validation = log, phase, validation
+        self.report, self.patience = report, patience
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = dict(logs or {})
-        step = len(self.history) + 1
-        row: dict[str, Any] = {"step": step, "phase": self.phase, "seconds": time.monotonic()}
-        row.update({k: float(v) for k, v in logs.items() if k in ("loss", "accuracy")})
-        if self.val is not None and self.y_val is not None:
-            probs = self.model.predict(self.val, verbose=0)
-            metrics = compute_metrics(self.y_val, probs, self.class_names)
-            value = objective_value(metrics, self.objective)
-            eps = 1e-7
-            row["val_loss"] = float(
-                -np.mean(np.log(np.clip(probs[np.arange(len(self.y_val)), self.y_val], eps, 1.0)))
-            )
-            for key in ("accuracy", "balanced_accuracy", "macro_f1"):
-                row[f"val_{key}"] = metrics[key]
-            self.history.append(row)
-            if self.best.get("value") is None or value > self.best["value"]:
-                self.best.update(value=value, step=step, metrics=metrics, phase=self.phase)
-                self.best["weights"] = self.model.get_weights()
-                self.wait = 0
-            else:
-                self.wait += 1
-            pruner_step = self.plan.pruner_step(step)
-            if self.report is not None and pruner_step is not None:
-                self.report(pruner_step, value)
-            if self.patience is not None and self.wait >= self.patience:
-                self.model.stop_training = True
-        else:
-            self.history.append(row)
+        row = history_row(self.log.next_step, self.phase, time.monotonic(), dict(logs or {}))
+        if self.validation is None:
+            self.log.record(row)
+            return
+        metrics, value = self._validate(self.validation, row)
+        step = self.log.record(row)
+        improved = self._keep_if_best(step, value, metrics)
+        self._report(step, value)
+        if self.patience.update(improved):
+            self.model.stop_training = True
+
+    def _validate(
+        self, validation: _Validation, row: dict[str, Any]
+    ) -> tuple[dict[str, Any], float]:
+        """Score the model; its validation loss and metrics go into ``row``."""
+        metrics, value, loss = validation.score(self.model)
+        row["val_loss"] = loss
+        for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+            row[f"val_{key}"] = metrics[key]
+        return metrics, value
+
+    def _keep_if_best(self, step: int, value: float, metrics: dict[str, Any]) -> bool:
+        """Snapshot the weights of a new best epoch; whether this one is."""
+        best = self.log.best
+        if not best.improves(value):
+            return False
+        best.take(value, step, self.phase, metrics)
+        best.keep(self.model.get_weights())
+        return True
+
+    def _report(self, step: int, value: float) -> None:
+        """Hand the value to ``report`` at the pruner's step, if the pruner sees this epoch."""
+        pruner_step = self.log.pruner_step(step)
+        if self.report is not None and pruner_step is not None:
+            self.report(pruner_step, value)
 
 
 def backbone_schedule(
@@ -235,121 +266,157 @@ def train(
     configure()
     seed_everything(seed)
     started = time.monotonic()
-    num_classes = len(class_names)
     mode = weights_mode(weights)
-    scratch = mode == "none"
     model, backbone = build_model(
-        config, num_classes, image_size=int(x_train.shape[1]), weights=mode
+        config, len(class_names), image_size=int(x_train.shape[1]), weights=mode
     )
-    start = 1 if scratch else unfreeze_index(backbone, config.unfreeze_fraction)
+    start = 1 if mode == "none" else unfreeze_index(backbone, config.unfreeze_fraction)
     plan = epoch_plan(
         config,
         trains_backbone=start < len(backbone.layers),
         epochs=epochs,
         every_epoch=every_epoch,
     )
-    head_epochs, finetune_epochs = plan.head_epochs, plan.backbone_epochs
-
-    sample_w = class_weights(y_train, num_classes, config.class_weight)
-    augment = make_augmenter(AugmentParams.from_config(config), num_classes, seed=seed)
-    train_ds = make_dataset(
-        x_train,
-        y_train,
-        num_classes,
-        batch_size=config.batch_size,
-        training=True,
-        augment=augment,
-        weights=None if config.class_weight == "none" else sample_w,
-        seed=seed,
+    data = _training_data(config, x_train, y_train, len(class_names), seed)
+    validation = _validation(x_val, y_val, class_names, objective)
+    runner = _PhaseRunner(
+        model=model,
+        config=config,
+        data=data,
+        loss=make_loss(config),
+        steps=max(1, math.ceil(len(x_train) / config.batch_size)),
+        log=PhaseLog(plan, validated=validation is not None),
+        validation=validation,
+        report=report,
+        patience=patience,
+        xla=xla,
+        verbose=verbose,
     )
-    has_val = x_val is not None and y_val is not None and len(x_val) > 0
-    val_ds = (
-        make_dataset(x_val, y_val, num_classes, batch_size=256, training=False)  # type: ignore[arg-type]
-        if has_val
-        else None
-    )
-    steps = max(1, math.ceil(len(x_train) / config.batch_size))
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"value": None, "step": 0, "metrics": None}
-    loss = make_loss(config)
-
-    def run_phase(phase: str, n_epochs: int, lr: Any) -> None:
-        if n_epochs <= 0:
-            return
-        model.compile(
-            optimizer=make_optimizer(config, lr),
-            loss=loss,
-            metrics=["accuracy"],
-            jit_compile=xla,
-        )
-        monitor = _EpochMonitor(
-            val=val_ds,
-            y_val=None if y_val is None else np.asarray(y_val, np.int64),
-            class_names=class_names,
-            objective=objective,
-            report=report,
-            patience=patience if has_val else None,
-            history=history,
-            phase=phase,
-            best=best,
-            plan=plan,
-        )
-        first = len(history)
-        model.fit(
-            train_ds,
-            epochs=first + n_epochs,
-            initial_epoch=first,
-            steps_per_epoch=steps,  # the training dataset repeats without end
-            callbacks=[monitor],
-            shuffle=False,  # the dataset shuffles itself, seeded
-            verbose=verbose,
-        )
-
-    # Phase 1 (two_phase): the head only (from scratch: everything).
-    if scratch:
-        set_trainable(backbone, 1, scratch=True)
-    else:
-        backbone.trainable = False
-    run_phase("head", head_epochs, config.head_lr)
-    head_done = len(history)
-    head_used = head_done
-    if has_val and best.get("weights") is not None:
-        model.set_weights(best["weights"])  # phase 2 starts from the best head
-        head_used = int(best["step"])
-
-    # Phase 2: the unfrozen blocks train with the head; warm-up, then cosine decay.
-    trainable_layers = (
-        set_trainable(backbone, start, scratch=scratch, adapt_bn=config.batch_norm == "adapt")
-        if finetune_epochs
-        else 0
-    )
-    # The configuration's most epochs, or more when a refit is given more.
-    planned = max(finetune_epochs, config.finetune_epochs)
-    schedule = backbone_schedule(config.finetune_lr, steps, planned, plan.warmup_epochs)
-    run_phase("finetune", finetune_epochs, schedule)
-    finetune_done = len(history) - head_done
-
-    if has_val and best.get("weights") is not None:
-        model.set_weights(best["weights"])
-        best_step = int(best["step"])
-        used_head = head_used
-        used_finetune = max(0, best_step - head_done)
-    else:
-        best_step, used_head, used_finetune = len(history), head_done, finetune_done
-    for row in history:
-        row["seconds"] = round(row["seconds"] - started, 3)
+    trainable_layers = _fit_phases(runner, backbone, start, scratch=mode == "none")
+    log = runner.log
+    if log.restores_best():
+        model.set_weights(log.best.weights)
+    relative_seconds(log.history, started)
+    used = log.used()
     return TrainResult(
         model=model,
-        history=history,
-        best_step=best_step,
-        best_value=best.get("value"),
-        val_metrics=best.get("metrics"),
-        head_epochs=used_head,
-        finetune_epochs=used_finetune,
+        history=log.history,
+        best_step=used.best_step,
+        best_value=log.best.value,
+        val_metrics=log.best.metrics,
+        head_epochs=used.head_epochs,
+        finetune_epochs=used.finetune_epochs,
         unfreeze_from=backbone.layers[start].name if start < len(backbone.layers) else None,
         trainable_layers=trainable_layers,
         seconds=time.monotonic() - started,
     )
+
+
+def _training_data(
+    config: TrialConfig, x: np.ndarray, y: np.ndarray, num_classes: int, seed: int
+) -> tf.data.Dataset:
+    """The endless, shuffled, augmented and (by ``class_weight``) weighted training batches."""
+    augment = make_augmenter(AugmentParams.from_config(config), num_classes, seed=seed)
+    weighted = config.class_weight != "none"
+    return make_dataset(
+        x,
+        y,
+        num_classes,
+        batch_size=config.batch_size,
+        training=True,
+        augment=augment,
+        weights=class_weights(y, num_classes, config.class_weight) if weighted else None,
+        seed=seed,
+    )
+
+
+def _validation(
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    class_names: Sequence[str],
+    objective: str,
+) -> _Validation | None:
+    """The validation data in batches, or None without validation images."""
+    if x_val is None or y_val is None or len(x_val) == 0:
+        return None
+    data = make_dataset(x_val, y_val, len(class_names), batch_size=256, training=False)
+    return _Validation(data, np.asarray(y_val, np.int64), class_names, objective)
+
+
+@dataclass
+class _PhaseRunner:
+    """What every phase of one training shares, and how a phase is compiled and fitted."""
+
+    model: keras.Model
+    config: TrialConfig
+    data: tf.data.Dataset
+    loss: keras.losses.Loss
+    steps: int
+    log: PhaseLog
+    validation: _Validation | None
+    report: ReportFn | None
+    patience: int | None
+    xla: bool
+    verbose: int
+
+    def run(self, phase: Phase, learning_rate: Any) -> None:
+        """Train ``phase`` (if it has epochs) at ``learning_rate``, epochs numbered on from the last."""
+        if not phase.runs:
+            return
+        self.model.compile(
+            optimizer=make_optimizer(self.config, learning_rate),
+            loss=self.loss,
+            metrics=["accuracy"],
+            jit_compile=self.xla,
+        )
+        first = len(self.log.history)
+        self.model.fit(
+            self.data,
+            epochs=first + phase.epochs,
+            initial_epoch=first,
+            steps_per_epoch=self.steps,  # the training dataset repeats without end
+            callbacks=self._callbacks(phase.name),
+            shuffle=False,  # the dataset shuffles itself, seeded
+            verbose=self.verbose,
+        )
+
+    def _callbacks(self, phase: str) -> list[keras.callbacks.Callback]:
+        """The NaN guard and the epoch monitor of one phase (its own patience count)."""
+        limit = self.patience if self.validation is not None else None
+        monitor = _EpochMonitor(
+            log=self.log,
+            phase=phase,
+            validation=self.validation,
+            report=self.report,
+            patience=Patience(limit),
+        )
+        return [_NanGuard(phase), monitor]
+
+
+def _fit_phases(runner: _PhaseRunner, backbone: keras.Model, start: int, *, scratch: bool) -> int:
+    """Train the head phase, then the backbone phase from the best head; the trainable layers.
+
+    Phase 1 (``two_phase``) trains the head only (from scratch: everything); phase 2 trains
+    the unfrozen blocks with the head, warm-up then cosine decay.
+    """
+    config, plan = runner.config, runner.log.plan
+    head, finetune = phases(plan)
+    if scratch:
+        set_trainable(backbone, 1, scratch=True)
+    else:
+        backbone.trainable = False
+    runner.run(head, config.head_lr)
+    if runner.log.end_head():
+        runner.model.set_weights(runner.log.best.weights)  # phase 2 starts from the best head
+    adapt_bn = config.batch_norm == "adapt"
+    trainable = (
+        set_trainable(backbone, start, scratch=scratch, adapt_bn=adapt_bn) if finetune.runs else 0
+    )
+    # The configuration's most epochs, or more when a refit is given more.
+    planned = max(finetune.epochs, config.finetune_epochs)
+    schedule = backbone_schedule(config.finetune_lr, runner.steps, planned, plan.warmup_epochs)
+    runner.run(finetune, schedule)
+    return trainable
 
 
 def predict(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -3,8 +3,8 @@
 It provides what the search path uses (``train``, ``release``, ``configure``,
 ``check_weights``, ``weights_mode``) with the real signatures. ``train`` sleeps
 ``$BLOOD_AUTOML_FAKE_SECONDS`` (default 0.05) per epoch, reports a value derived from the
-seed after each of the config's ``head_epochs + finetune_epochs`` epochs, and returns what
-the objective reads from a real ``TrainResult``. Controlled by the environment:
+seed after each of the config's ``head_epochs + finetune_epochs`` epochs, and returns the
+real ``TrainResult`` (no model in it). Controlled by the environment:
 
 ``BLOOD_AUTOML_FAKE_SECONDS``      seconds per epoch
 ``BLOOD_AUTOML_FAKE_HANG_MARKER``  a file path: the first trial anywhere to finish epoch 1
@@ -34,9 +34,13 @@ import os
 import time
 import types
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# The real result types (their module imports no TensorFlow): what the search reads from a
+# training is exactly what the trainer returns.
+from blood_automl.trainer.results import TrainResult
 
 SECONDS_ENV = "BLOOD_AUTOML_FAKE_SECONDS"
 HANG_ENV = "BLOOD_AUTOML_FAKE_HANG_MARKER"
@@ -58,23 +62,6 @@ class RuntimeInfo:
     gpus: int
     mixed_precision: bool
     threads: int | None
-
-
-@dataclass
-class TrainResult:
-    """The fields of the real ``TrainResult`` that a search reads; no model."""
-
-    model: Any
-    history: list[dict[str, Any]]
-    best_step: int
-    best_value: float | None
-    val_metrics: dict[str, Any] | None
-    head_epochs: int
-    finetune_epochs: int
-    unfreeze_from: str | None
-    trainable_layers: int
-    seconds: float
-    notes: list[str] = field(default_factory=list)
 
 
 _configured: RuntimeInfo | None = None

@@ -19,5 +19,8 @@ if os.environ.get("BLOOD_AUTOML_FAKE_TRAINER"):
     import fake_blood_trainer
 
     sys.modules["blood_automl.trainer"] = fake_blood_trainer
+    # Importing the fake loaded the real package (for its TensorFlow-free result types):
+    # ``from blood_automl import trainer`` reads the attribute, so it names the fake too.
+    sys.modules["blood_automl"].trainer = fake_blood_trainer
     sys.modules["tensorflow"] = fake_blood_trainer.fake_tensorflow()
     faulthandler.register(signal.SIGUSR1, all_threads=True)
