@@ -57,6 +57,17 @@ def _heartbeat_rdb(tmp_path: Path) -> RDBStorage:
     return _rdb(tmp_path, heartbeat_interval=1, grace_period=1)
 
 
+def _id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """A trial's storage id through public storage methods (the tests of other functions)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def _cached(storage: RDBStorage) -> optuna.storages.BaseStorage:
+    """The storage as a study holds it: Optuna's cache around an RDB storage."""
+    return optuna.storages.get_storage(storage)
+
+
 # --- Optuna: studies/optuna_private.py ------------------------------------------------------
 
 
@@ -65,9 +76,9 @@ def test_storage_of_is_the_storage_the_study_writes_through(tmp_path: Path) -> N
     study = optuna.create_study(storage=rdb, study_name="s")
     storage = private.storage_of(study)
     assert isinstance(storage, optuna.storages.BaseStorage)
-    assert private.rdb_backend(storage) is rdb  # Optuna's cache around the storage given
+    assert storage.get_study_id_from_name("s") == rdb.get_study_id_from_name("s")
     trial = study.ask()
-    storage.set_trial_state_values(private.trial_id(trial), TrialState.FAIL)
+    storage.set_trial_state_values(_id(rdb, study, trial.number), TrialState.FAIL)
     assert study.trials[0].state == TrialState.FAIL
 
 
@@ -93,7 +104,8 @@ def test_trial_from_id_reads_and_reports_to_the_trial_another_process_created(
     study = optuna.create_study(storage=url, study_name="s")
     asked = study.ask(X)
     elsewhere = optuna.load_study(study_name="s", storage=url)
-    trial = private.trial_from_id(elsewhere, private.trial_id(asked))
+    storage = optuna.storages.get_storage(url)
+    trial = private.trial_from_id(elsewhere, _id(storage, study, asked.number))
     assert isinstance(trial, optuna.Trial)
     assert trial.number == asked.number
     assert trial.params == asked.params
@@ -104,18 +116,17 @@ def test_trial_from_id_reads_and_reports_to_the_trial_another_process_created(
 
 def test_rdb_backend_unwraps_optunas_cache_and_refuses_other_storages(tmp_path: Path) -> None:
     rdb = _rdb(tmp_path)
-    cached = private.storage_of(optuna.create_study(storage=rdb))
-    assert cached is not rdb  # if Optuna stops caching, the unwrap is still right
+    cached = _cached(rdb)
     assert private.rdb_backend(cached) is rdb
     assert private.rdb_backend(rdb) is rdb
     assert private.rdb_backend(InMemoryStorage()) is None
-    assert private.rdb_backend(private.storage_of(optuna.create_study())) is None
+    assert private.rdb_backend(optuna.storages.get_storage(None)) is None
 
 
 def test_rdb_url_is_the_url_the_storage_was_opened_with(tmp_path: Path) -> None:
     rdb = _rdb(tmp_path)
     assert private.rdb_url(rdb) == f"sqlite:///{tmp_path}/optuna.db"
-    assert private.rdb_url(private.storage_of(optuna.create_study(storage=rdb))) == rdb.url
+    assert private.rdb_url(_cached(rdb)) == rdb.url
     assert private.rdb_url(InMemoryStorage()) is None
 
 
@@ -139,7 +150,7 @@ def test_grace_period_is_the_one_the_storage_was_opened_with(tmp_path: Path) -> 
 def test_heartbeat_interval_through_optunas_cache(tmp_path: Path) -> None:
     beating = _rdb(tmp_path, heartbeat_interval=7, grace_period=9)
     assert private.heartbeat_interval(beating) == 7
-    assert private.heartbeat_interval(private.storage_of(optuna.create_study(storage=beating))) == 7
+    assert private.heartbeat_interval(_cached(beating)) == 7
     assert private.heartbeat_interval(_rdb(tmp_path, "no-heartbeat")) is None
     assert private.heartbeat_interval(InMemoryStorage()) is None
 
@@ -148,26 +159,25 @@ def test_record_heartbeat_writes_a_beat_the_stale_check_sees(tmp_path: Path) -> 
     rdb = _heartbeat_rdb(tmp_path)
     study = optuna.create_study(storage=rdb)
     trial = study.ask()
-    assert private.record_heartbeat(private.storage_of(study), private.trial_id(trial))
-    assert private.trials_with_heartbeat(rdb, [private.trial_id(trial)]) == {
-        private.trial_id(trial)
-    }
+    assert private.record_heartbeat(_cached(rdb), _id(rdb, study, trial.number))
     time.sleep(2.5)  # past the grace period: Optuna's own check now finds it stale
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         fail_stale_trials(study)
     assert study.trials[0].state == TrialState.FAIL
-    quiet = optuna.create_study(storage=_rdb(tmp_path, "no-heartbeat"))
-    assert not private.record_heartbeat(private.storage_of(quiet), private.trial_id(quiet.ask()))
+    silent = _rdb(tmp_path, "no-heartbeat")
+    quiet = optuna.create_study(storage=silent)
+    quiet.ask()
+    assert not private.record_heartbeat(_cached(silent), _id(silent, quiet, 0))
 
 
 def test_trials_with_heartbeat_tells_a_trial_that_never_beat(tmp_path: Path) -> None:
     rdb = _heartbeat_rdb(tmp_path)
     study = optuna.create_study(storage=rdb)
     beat, silent = study.ask(), study.ask()
-    rdb.record_heartbeat(private.trial_id(beat))
-    ids = [private.trial_id(beat), private.trial_id(silent)]
-    assert private.trials_with_heartbeat(rdb, ids) == {private.trial_id(beat)}
+    rdb.record_heartbeat(_id(rdb, study, beat.number))
+    ids = [_id(rdb, study, beat.number), _id(rdb, study, silent.number)]
+    assert private.trials_with_heartbeat(rdb, ids) == {ids[0]}
     assert private.trials_with_heartbeat(rdb, []) == set()
 
 
@@ -182,7 +192,7 @@ def test_retried_numbers_reads_optunas_retry_bookkeeping(tmp_path: Path) -> None
         )
     study = optuna.create_study(storage=rdb)
     dead = study.ask(X)
-    rdb.record_heartbeat(private.trial_id(dead))
+    rdb.record_heartbeat(_id(rdb, study, dead.number))
     time.sleep(2.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
@@ -248,7 +258,7 @@ def test_upload_png_stores_the_file_and_the_dashboard_serves_it(tmp_path: Path) 
     [meta] = optuna.artifacts.get_all_artifact_meta(study.trials[0], storage=rdb)
     assert (meta.artifact_id, meta.mimetype) == (artifact_id, "image/png")
     app = dashboard_app(rdb, StudiesArtifactStore(rdb, url, "s"))
-    study_id, tid = rdb.get_study_id_from_name("s"), private.trial_id(trial)
+    study_id, tid = rdb.get_study_id_from_name("s"), _id(rdb, study, trial.number)
     status, body = _get(app, f"/artifacts/{study_id}/{tid}/{artifact_id}")
     assert status.startswith("200") and body == PNG
 
