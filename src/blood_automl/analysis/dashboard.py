@@ -14,6 +14,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 
+from blood_automl.analysis.dashboard_server import dashboard_app, serve_app
 from blood_automl.errors import ConfigError, StorageError
 from blood_automl.studies import (
     DEFAULT_STUDY,
@@ -155,12 +156,8 @@ def _serve(
     storage: BaseStorage, store: StudiesArtifactStore, host: str, port: int, quiet: bool
 ) -> None:
     """What ``optuna_dashboard.run_server`` does, with bottle's ``quiet`` passed through."""
-    import bottle
-    import optuna_dashboard
-
-    app = optuna_dashboard.wsgi(storage, artifact_store=store)
     try:
-        bottle.run(app, host=host, port=port, quiet=quiet)  # returns on Ctrl-C
+        serve_app(dashboard_app(storage, store), host, port, quiet)  # returns on Ctrl-C
     except OSError as e:  # the port was taken between the check and the start
         raise _bind_error(host, port, e) from None
 

@@ -38,6 +38,7 @@ from blood_automl.search.objective import (
 )
 from blood_automl.search.options import MAX_TRIALS_PER_WORKER, trials_per_worker
 from blood_automl.search.trial_worker import Outcome, TrialJob, serve
+from blood_automl.studies.optuna_private import trial_id
 
 __all__ = [
     "MAX_RSS_GROWTH_MIB",
@@ -233,7 +234,7 @@ def _job(
     return TrialJob(
         storage_url=storage_url,
         study=study_name,
-        trial_id=trial._trial_id,
+        trial_id=trial_id(trial),
         config=config.to_dict(),
         seed=seed,
         space=ctx.space.to_dict(),

@@ -15,7 +15,9 @@ from blood_automl.analysis.figures import confusion_matrix_png, curves_png
 from blood_automl.data import PreparedData
 from blood_automl.search.faults import STOPPED_PREFIX, EnvironmentStop, classify
 from blood_automl.spaces import Space, TrialConfig, suggest
+from blood_automl.studies.artifacts import upload_png
 from blood_automl.studies.budget import INTERRUPTED_ATTR as INTERRUPTED
+from blood_automl.studies.dashboard_notes import write_note
 
 FAIL_REASON = "fail_reason"
 WARNINGS = "warnings"
@@ -214,11 +216,7 @@ def make_objective(ctx: SearchContext) -> Callable[[optuna.Trial], float]:
 
 
 def _save_note(trial: optuna.Trial, config: TrialConfig) -> None:
-    try:
-        from optuna_dashboard import save_note
-    except ImportError:  # pragma: no cover - optuna-dashboard is a dependency
-        return
-    save_note(trial, config_note(config, trial.number, trial.params))
+    write_note(trial, config_note(config, trial.number, trial.params))
 
 
 def _upload_figures(
@@ -230,8 +228,6 @@ def _upload_figures(
 ) -> None:
     if ctx.artifact_store is None:
         return
-    from optuna.artifacts import upload_artifact
-
     title = f"trial {trial.number}: {config.backbone}"
     with tempfile.TemporaryDirectory() as tmp:
         files = [
@@ -244,9 +240,4 @@ def _upload_figures(
             curves_png(history, Path(tmp) / f"trial-{trial.number}-curves.png", title),
         ]
         for path in files:
-            upload_artifact(
-                artifact_store=ctx.artifact_store,
-                file_path=str(path),
-                study_or_trial=trial,
-                mimetype="image/png",
-            )
+            upload_png(ctx.artifact_store, path, trial)

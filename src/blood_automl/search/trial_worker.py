@@ -29,6 +29,7 @@ from blood_automl.errors import StorageError
 from blood_automl.search.faults import classify
 from blood_automl.search.objective import Interrupted, SearchContext, one_line, train_trial
 from blood_automl.spaces import TrialConfig
+from blood_automl.studies.optuna_private import trial_from_id
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def _run_job(job: TrialJob, cache: _Cache) -> tuple[str, Any]:
         cache.configured = True
         gc.freeze()  # TensorFlow and Keras, just imported: no collection needs to walk them
     study = _study(job, cache)
-    trial = optuna.Trial(study, job.trial_id)
+    trial = trial_from_id(study, job.trial_id)
     artifact_store, artifact_error = _artifacts(job, cache)
     ctx = SearchContext(
         space=Space.from_dict(job.space, source=f"study '{job.study}'"),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
 from blood_automl.errors import StorageError
@@ -47,3 +49,20 @@ def artifact_store_for(
             f"writable or set {ARTIFACT_ROOT_ENV} to another folder"
         ) from None
     return FileSystemArtifactStore(folder)
+
+
+def upload_png(store: Any, path: Path, trial: optuna.Trial) -> str:
+    """Attach the PNG file at ``path`` to ``trial`` in ``store``; the artifact's id.
+
+    ``optuna.artifacts.upload_artifact`` copies the file into the store and records it in
+    the trial's system attributes under a key optuna-dashboard reads to list the trial's
+    images; the key is Optuna's and undocumented.
+    """
+    from optuna.artifacts import upload_artifact
+
+    return upload_artifact(
+        artifact_store=store,
+        file_path=str(path),
+        study_or_trial=trial,
+        mimetype="image/png",
+    )

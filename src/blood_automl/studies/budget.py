@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
-from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from blood_automl.errors import ConfigError
+from blood_automl.studies import optuna_private as private
+from blood_automl.studies.dashboard_notes import read_note, write_note
 
 SURPLUS_ATTR = "surplus"
 """User attribute of a trial that was not run because the study already had its N trials."""
@@ -53,9 +55,7 @@ def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of heartbeat-failed trials that Optuna queued again (their re-run counts)."""
     numbers: set[int] = set()
     for t in trials:
-        history = t.system_attrs.get("retry_history")
-        if isinstance(history, list):
-            numbers.update(n for n in history if isinstance(n, int))
+        numbers.update(private.retried_numbers(t))
     return numbers
 
 
@@ -105,7 +105,7 @@ def claim_slot(trial: optuna.Trial, target: int) -> None:
         return
     message = f"not run: the study already has its {target} trials"
     mine = next((t for t in trials if t.number == trial.number), None)
-    if mine is not None and (mine.params or "fixed_params" in mine.system_attrs):
+    if mine is not None and (mine.params or private.was_queued(mine)):
         _queue_again(study, mine)
         message += "; its parameters are queued again for a later run"
     trial.set_user_attr(SURPLUS_ATTR, message)
@@ -119,11 +119,7 @@ def _first_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     thread's first write leaves a RUNNING trial with no heartbeat, which Optuna never
     marks stale, and which would hold one of the N slots for ever.
     """
-    storage = study._storage
-    record = getattr(storage, "record_heartbeat", None)
-    get_interval = getattr(storage, "get_heartbeat_interval", None)
-    if callable(record) and callable(get_interval) and get_interval() is not None:
-        record(trial._trial_id)
+    private.record_heartbeat(private.storage_of(study), private.trial_id(trial))
 
 
 def _queue_again(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -229,11 +225,9 @@ INTERRUPTED_NOTE = (
 def note_interrupted(trial: optuna.Trial) -> None:
     """Put :data:`INTERRUPTED_NOTE` first in the trial's dashboard note (kept if that fails)."""
     try:
-        from optuna_dashboard import get_note, save_note
-
-        body = get_note(trial)
+        body = read_note(trial)
         if not body.startswith(INTERRUPTED_NOTE):
-            save_note(trial, f"{INTERRUPTED_NOTE}\n\n{body}" if body else INTERRUPTED_NOTE)
+            write_note(trial, f"{INTERRUPTED_NOTE}\n\n{body}" if body else INTERRUPTED_NOTE)
     except Exception:  # the note is a courtesy: the stop must go on whatever happens here
         return
 
@@ -257,14 +251,14 @@ def _fail_unclaimed(study: optuna.Study) -> None:
     heartbeat grace period and :data:`UNCLAIMED_GRACE`, leaves a live worker time to sample
     and covers clock differences between machines (start times are their clocks).
     """
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
-    if not isinstance(backend, RDBStorage):
+    storage = private.storage_of(study)
+    backend = private.rdb_backend(storage)
+    if backend is None:
         return
-    interval = backend.get_heartbeat_interval()
+    interval = private.heartbeat_interval(backend)
     if not interval:
         return
-    grace = max(float(backend.grace_period or 2 * interval), UNCLAIMED_GRACE)
+    grace = max(float(private.grace_period(backend) or 2 * interval), UNCLAIMED_GRACE)
     now = datetime.datetime.now()  # Optuna's datetime_start: the creating machine's local time
     old = [
         t
@@ -273,26 +267,20 @@ def _fail_unclaimed(study: optuna.Study) -> None:
     ]
     if not old:
         return
-    from optuna.storages._rdb.models import TrialHeartbeatModel
-    from sqlalchemy import select
-
-    ids = [t._trial_id for t in old]
-    query = select(TrialHeartbeatModel.trial_id).where(TrialHeartbeatModel.trial_id.in_(ids))
-    with backend.engine.connect() as connection:
-        beating = set(connection.execute(query).scalars())
+    beating = private.trials_with_heartbeat(backend, (private.trial_id(t) for t in old))
     for t in old:
-        if t._trial_id in beating:
+        tid = private.trial_id(t)
+        if tid in beating:
             continue
         with contextlib.suppress(UpdateFinishedTrialError):  # another worker was quicker
-            storage.set_trial_user_attr(t._trial_id, INTERRUPTED_ATTR, "stopped before it ran")
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            if "fixed_params" in t.system_attrs:
+            storage.set_trial_user_attr(tid, INTERRUPTED_ATTR, "stopped before it ran")
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+            if private.was_queued(t):
                 _queue_again(study, t)
 
 
 def _poll_interval(study: optuna.Study) -> float:
-    get_interval = getattr(study._storage, "get_heartbeat_interval", None)
-    interval = get_interval() if callable(get_interval) else None
+    interval = private.heartbeat_interval(private.storage_of(study))
     return float(min(interval, 5)) if interval else 1.0
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 
+from blood_automl.studies.dashboard_notes import read_note, write_note
 from blood_automl.studies.records import SPACE_ATTR
 from blood_automl.studies.study import metric_name
 
@@ -53,10 +54,8 @@ def save_study_note(study: optuna.Study) -> None:
     body = study_note(study)
     if body is None:
         return
-    from optuna_dashboard import get_note, save_note
-
-    if get_note(study) != body:
-        save_note(study, body)
+    if read_note(study) != body:
+        write_note(study, body)
 
 
 def _searched(domain: Any) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from blood_automl.errors import StorageError
+from blood_automl.studies.optuna_private import rdb_engine
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
@@ -46,11 +47,11 @@ class SQLiteStorage(RDBStorage):
     def __init__(self, url: str, *, busy_timeout: float, **kwargs: Any) -> None:
         engine_kwargs = {"connect_args": {"timeout": busy_timeout, "isolation_level": None}}
         super().__init__(url, engine_kwargs=engine_kwargs, **kwargs)
-        _set_up(self.engine)
+        _set_up(rdb_engine(self))
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
-        _set_up(self.engine)
+        _set_up(rdb_engine(self))
 
 
 def _begin_immediate(conn: Connection) -> None:

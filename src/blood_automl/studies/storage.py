@@ -21,6 +21,7 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from blood_automl.errors import StorageError
 from blood_automl.studies.budget import OUTCOME_ATTRS
+from blood_automl.studies.optuna_private import rdb_url
 from blood_automl.studies.sqlite import (
     OPTUNA_TABLES,
     ExistingFile,
@@ -198,9 +199,7 @@ def default_heartbeat_interval() -> int:
 
 def storage_url(storage: BaseStorage) -> str | None:
     """The URL an Optuna storage was opened with (in clear: do not print it), if it has one."""
-    backend = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
-    url = getattr(backend, "url", None)
-    return url if isinstance(url, str) else None
+    return rdb_url(storage)
 
 
 def describe_storage(storage: BaseStorage) -> str:

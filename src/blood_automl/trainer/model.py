@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 from blood_automl.errors import ConfigError, WeightsFileError
 from blood_automl.spaces.config import TrialConfig
 from blood_automl.spaces.registry import BackboneSpec, get_backbone
+from blood_automl.trainer.keras_private import keras_home, operations, tensors_in, tensors_out
 
 # Input scaling each backbone family was trained with (keras.applications' preprocess_input).
 _MODE = {
@@ -45,13 +45,7 @@ def weights_mode(weights: str | Path | None) -> str:
 
 def keras_cache_dir() -> Path:
     """The folder where Keras keeps downloaded weights (``$KERAS_HOME/models``)."""
-    try:
-        from keras.src.backend.config import keras_home
-
-        home = keras_home()
-    except ImportError:  # pragma: no cover - future Keras
-        home = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
-    return Path(home).expanduser() / "models"
+    return Path(keras_home()).expanduser() / "models"
 
 
 # keras.applications backbones whose ImageNet file depends on the input size: the sizes
@@ -308,19 +302,17 @@ def block_starts(backbone: keras.Model) -> list[int]:
     topological order. Of several cuts that would train the same weighted layers, the
     first is kept.
     """
-    ops = backbone.operations
+    ops = operations(backbone)
     producer: dict[int, int] = {}
     for i, op in enumerate(ops):
-        for node in op._inbound_nodes:
-            for t in node.output_tensors:
-                producer[id(t)] = i
+        for t in tensors_out(op):
+            producer[id(t)] = i
     last_use = list(range(len(ops)))
     for i, op in enumerate(ops):
-        for node in op._inbound_nodes:
-            for t in node.input_tensors:
-                p = producer.get(id(t))
-                if p is not None and p < i:
-                    last_use[p] = max(last_use[p], i)
+        for t in tensors_in(op):
+            p = producer.get(id(t))
+            if p is not None and p < i:
+                last_use[p] = max(last_use[p], i)
     # live[i]: tensors produced before operation i and still used at or after it.
     diff = [0] * (len(ops) + 2)
     for p, last in enumerate(last_use):
