@@ -80,10 +80,10 @@ def test_resume_command_and_next_line_are_masked_and_pasteable(url: str, kept: s
     from blood_automl.search.run import (
         SearchOptions,
         SearchResult,
-        print_summary,
         resume_command,
         stopped_by_user,
     )
+    from blood_automl.search.session import print_summary
 
     options = SearchOptions(storage=url, study="s", workers=1)
     command = resume_command(options)
