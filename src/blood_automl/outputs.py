@@ -358,10 +358,7 @@ def write_dir(
     ``target`` as it was and removes the temporary.
     """
     path = check_output_dir(target, kind, overwrite=overwrite, option=option, protected=protected)
-    parent = _make_parent(path)
-    remove_stale_temporaries(parent)
-    tmp = _temp_name(path)
-    tmp.mkdir(mode=DIR_MODE)
+    tmp = _temporary_dir(path)
     try:
         fill(tmp)
         write_marker(tmp, kind)
@@ -383,10 +380,7 @@ def create_dir(target: Path, fill: Callable[[Path], None], *, done: Callable[[Pa
     as absent. A failure or a stop removes the temporary and leaves ``target`` as it was;
     temporaries of processes that died are removed first.
     """
-    parent = _make_parent(target)
-    remove_stale_temporaries(parent)
-    tmp = _temp_name(target)
-    tmp.mkdir(mode=DIR_MODE)
+    tmp = _temporary_dir(target)
     try:
         fill(tmp)
         with contextlib.suppress(OSError):  # an empty folder there (made by hand): ours now
@@ -401,6 +395,15 @@ def create_dir(target: Path, fill: Callable[[Path], None], *, done: Callable[[Pa
     finally:
         _remove(tmp)
     return True
+
+
+def _temporary_dir(target: Path) -> Path:
+    """A new temporary folder beside ``target`` (its parents made, dead processes' removed)."""
+    parent = _make_parent(target)
+    remove_stale_temporaries(parent)
+    tmp = _temp_name(target)
+    tmp.mkdir(mode=DIR_MODE)
+    return tmp
 
 
 def write_marker(folder: Path, kind: str) -> Path:

@@ -47,16 +47,8 @@ def raise_on_stop(error: Callable[[signal.Signals], BaseException]) -> Iterator[
         stopping = True
         raise error(signal.Signals(signum))
 
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave signals alone
+    with _handled(handler):
         yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def stop_signals() -> contextlib.AbstractContextManager[None]:
@@ -89,15 +81,25 @@ def exit_on_stop(message: str) -> Iterator[None]:
         os._exit(130)
 
     try:
-        try:
-            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        except ValueError:  # not the main thread: leave signals alone
+        with _handled(handler):
             yield
-            return
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
     finally:
         os.close(terminal)
+
+
+@contextlib.contextmanager
+def _handled(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` answers SIGINT and SIGTERM inside the block; the previous ones after it.
+
+    Outside the main thread signals are left alone.
+    """
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

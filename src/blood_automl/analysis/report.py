@@ -240,11 +240,7 @@ def _history_png(plt: Any, study: optuna.Study, trials: Sequence[FrozenTrial], p
     ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel(_objective_name(study))
     ax.set_title(f"optimization history of study '{study.study_name}'")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, ax, path)
 
 
 def _curves_png(plt: Any, trials: Sequence[FrozenTrial], path: Path) -> bool:
@@ -271,12 +267,17 @@ def _curves_png(plt: Any, trials: Sequence[FrozenTrial], path: Path) -> bool:
     ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel("reported validation value")
     ax.set_title(f"learning curves of {len(with_values)} trials")
+    _save(plt, fig, ax, path)
+    return True
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path) -> None:
+    """Grid, legend, tight layout; the PNG written and the figure closed."""
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return True
 
 
 def _importances_png(plt: Any, importances: dict[str, float], path: Path) -> None:
