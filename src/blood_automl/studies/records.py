@@ -172,7 +172,7 @@ class TrialRecord:
     seed: int = 0
     val_metrics: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-    epochs: tuple[int, int] | None = None
+    epochs: tuple[int, ...] | None = None
     best_step: int | None = None
     unfreeze_from: str | None = None
     train_seconds: float | None = None
@@ -230,7 +230,7 @@ class TrialRecord:
             seed=attrs.get(SEED_ATTR, 0),
             val_metrics=attrs.get(VAL_METRICS_ATTR),
             history=list(attrs.get(HISTORY_ATTR) or []),
-            epochs=(epochs[0], epochs[1]) if epochs else None,
+            epochs=tuple(epochs) if epochs else None,
             best_step=attrs.get(BEST_STEP_ATTR),
             unfreeze_from=attrs.get(UNFREEZE_FROM_ATTR),
             train_seconds=attrs.get(TRAIN_SECONDS_ATTR),
