@@ -143,8 +143,9 @@ def test_only_the_trainer_and_the_export_import_tensorflow(path: Path) -> None:
             continue
         if this in HEAVY_PARTS:
             continue
-        assert this in HEAVY_IN_FUNCTIONS and in_function, f"{module_name(path)} imports {name}" + (
-            " at module level" if this in HEAVY_IN_FUNCTIONS else ""
+        assert this in HEAVY_IN_FUNCTIONS and in_function, (
+            f"{module_name(path)} imports {name}"
+            + (" at module level" if this in HEAVY_IN_FUNCTIONS else "")
         )
 
 
