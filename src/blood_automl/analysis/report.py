@@ -31,11 +31,30 @@ from blood_automl.studies import (
     study_counts,
     summarize,
 )
+from blood_automl.studies.records import (
+    BACKBONE_ATTR,
+    BEST_STEP_ATTR,
+    EPOCHS_ATTR,
+    OBJECTIVE_ATTR,
+    SEED_ATTR,
+    TRAIN_SECONDS_ATTR,
+    VAL_METRICS_ATTR,
+)
 from blood_automl.studies.urls import is_sqlite, parse_url, sqlite_file
 
 REPORT_KIND = "report"
 DEFAULT_REPORTS = Path("reports")
 """Reports go to ``reports/<study>/`` under the working directory unless ``--out`` says otherwise."""
+
+REPORTED_TRIAL_ATTRS = (
+    BACKBONE_ATTR,
+    VAL_METRICS_ATTR,
+    EPOCHS_ATTR,
+    BEST_STEP_ATTR,
+    SEED_ATTR,
+    TRAIN_SECONDS_ATTR,
+)
+"""The best trial's attributes the summary keeps (under the same names), when it has them."""
 
 _STATE_COLOURS = {
     TrialState.COMPLETE: "tab:blue",
@@ -135,7 +154,7 @@ def _count_text(counts: dict[str, int]) -> str:
 
 
 def _backbone(row: dict[str, Any]) -> str:
-    value = row["user_attrs"].get("backbone", row["params"].get("backbone", ""))
+    value = row["user_attrs"].get(BACKBONE_ATTR, row["params"].get("backbone", ""))
     return str(value)
 
 
@@ -321,7 +340,7 @@ def _html_figures(
 
 
 def _objective_name(study: optuna.Study) -> str:
-    return str(study.user_attrs.get("objective", "objective value"))
+    return str(study.user_attrs.get(OBJECTIVE_ATTR, "objective value"))
 
 
 def _json_value(value: Any) -> Any:
@@ -343,13 +362,13 @@ def _summary(
     notes: list[str],
 ) -> dict[str, Any]:
     best = rows[0]
-    keep = ("backbone", "val_metrics", "epochs", "best_step", "seed", "train_seconds")
+    keep = REPORTED_TRIAL_ATTRS
     return _json_value(
         {
             "study": study.study_name,
             "storage": mask_url(storage_url),
             "direction": study.direction.name.lower(),
-            "objective": study.user_attrs.get("objective"),
+            "objective": study.user_attrs.get(OBJECTIVE_ATTR),
             "counts": counts,
             "best": {
                 "number": best["number"],

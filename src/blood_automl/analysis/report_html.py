@@ -9,6 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from blood_automl.studies.records import (
+    BACKBONE_ATTR,
+    BEST_STEP_ATTR,
+    EPOCHS_ATTR,
+    SEED_ATTR,
+    TRAIN_SECONDS_ATTR,
+)
+
 INDEX = "index.html"
 FIGURES = (
     (
@@ -122,7 +130,7 @@ def _best_table(best: dict[str, Any]) -> str:
         ("value", best.get("value")),
         ("duration (s)", best.get("duration_s")),
     ]
-    for key in ("backbone", "seed", "epochs", "best_step", "train_seconds"):
+    for key in (BACKBONE_ATTR, SEED_ATTR, EPOCHS_ATTR, BEST_STEP_ATTR, TRAIN_SECONDS_ATTR):
         if key in best:
             body.append((key, _compact(best[key])))
     body += [(f"param {k}", v) for k, v in sorted((best.get("params") or {}).items())]
@@ -159,7 +167,7 @@ def _top_table(rows: Sequence[dict[str, Any]]) -> str:
     body = []
     for rank, row in enumerate(rows, 1):
         params = ", ".join(f"{k}={_value(v)}" for k, v in sorted(row["params"].items()))
-        backbone = row["user_attrs"].get("backbone", row["params"].get("backbone", ""))
+        backbone = row["user_attrs"].get(BACKBONE_ATTR, row["params"].get("backbone", ""))
         duration = None if row["duration"] is None else round(float(row["duration"]), 1)
         body.append((rank, row["number"], row["value"], row["state"], backbone, duration, params))
     return _table(header, body, {0, 1, 2, 5})

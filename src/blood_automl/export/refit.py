@@ -18,7 +18,9 @@ from blood_automl.outputs import check_output_dir
 from blood_automl.spaces import Space, TrialConfig, suggest
 from blood_automl.studies import (
     DEFAULT_STUDY,
-    SPACE_ATTR,
+    RefitRecord,
+    StudyRecord,
+    TrialRecord,
     best_trial,
     get_study,
     mask_url,
@@ -26,9 +28,8 @@ from blood_automl.studies import (
     package_versions,
 )
 from blood_automl.studies import data_dir as study_data_dir
+from blood_automl.studies.records import refit_attr
 from blood_automl.trainer.quiet import import_tensorflow_quietly
-
-REFIT_ATTR = "refit"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def config_of_trial(
 
     Checked against the config the trial itself recorded, so refit trains exactly that model.
     """
-    stored = study.user_attrs.get(SPACE_ATTR)
+    stored = StudyRecord.from_study(study).space
     if stored is None:
         raise ConfigError(
             f"study '{study.study_name}' holds no search space (it was not made by blood-automl "
@@ -57,7 +58,7 @@ def config_of_trial(
         )
     space = Space.from_dict(stored, source=f"study '{study.study_name}'")
     config = suggest(optuna.trial.FixedTrial(dict(trial.params), number=trial.number), space)
-    recorded = trial.user_attrs.get("config")
+    recorded = TrialRecord.from_trial(trial).config
     if recorded is not None and TrialConfig.from_dict(recorded) != config:
         raise ConfigError(
             f"trial {trial.number}'s parameters no longer give the configuration it trained "
@@ -97,15 +98,17 @@ def refit_best(
             "with the same --study and --storage (and --data) on this machine first"
         )
     data = load_prepared(data_dir)
-    expected = study.user_attrs.get("data_fingerprint")
+    stored = StudyRecord.from_study(study)
+    expected = stored.data_fingerprint
     if expected is not None and expected != data.fingerprint:
         raise DataError(
             f"prepared data in {data_dir} has fingerprint {data.fingerprint[:12]}, but study "
             f"'{study_name}' was searched on {str(expected)[:12]}; prepare the study's own data again"
         )
-    epochs = trial.user_attrs.get("epochs") or [config.head_epochs, config.finetune_epochs]
-    seed = int(trial.user_attrs.get("seed", 0))
-    weights = str(study.user_attrs.get("weights", "imagenet"))
+    record = TrialRecord.from_trial(trial)
+    epochs = record.epochs or (config.head_epochs, config.finetune_epochs)
+    seed = int(record.seed)
+    weights = stored.weights
 
     import_tensorflow_quietly()  # its start-up lines stay out of the terminal
     from blood_automl import trainer
@@ -130,7 +133,7 @@ def refit_best(
         "trial": trial.number,
         "params": dict(trial.params),
         "config": config.to_dict(),
-        "validation": {"objective": study.user_attrs.get("objective"), "value": trial.value},
+        "validation": {"objective": stored.objective, "value": trial.value},
         "space_name": space.name,
         "space_version": space.version,
         "data_fingerprint": data.fingerprint,
@@ -156,16 +159,14 @@ def refit_best(
         overwrite=overwrite,
         protected=protected,
     )
-    study.set_user_attr(
-        f"{REFIT_ATTR}_trial_{trial.number}",
-        {
-            "test_accuracy": metrics["accuracy"],
-            "test_balanced_accuracy": metrics["balanced_accuracy"],
-            "test_macro_f1": metrics["macro_f1"],
-            "out": str(out),
-            "created": provenance["created"],
-        },
+    refit = RefitRecord(
+        test_accuracy=metrics["accuracy"],
+        test_balanced_accuracy=metrics["balanced_accuracy"],
+        test_macro_f1=metrics["macro_f1"],
+        out=str(out),
+        created=str(provenance["created"]),
     )
+    study.set_user_attr(refit_attr(trial.number), refit.to_value())
     trainer.release()
     return RefitResult(
         out=out,

@@ -39,6 +39,7 @@ from blood_automl.search.objective import (
 from blood_automl.search.options import MAX_TRIALS_PER_WORKER, trials_per_worker
 from blood_automl.search.trial_worker import Outcome, TrialJob, serve
 from blood_automl.studies.optuna_private import trial_id
+from blood_automl.studies.records import WorkerRecord
 
 __all__ = [
     "MAX_RSS_GROWTH_MIB",
@@ -60,7 +61,6 @@ that keeps less serves up to :data:`MAX_TRIALS_PER_WORKER` trials.
 
 _GRACE = 120.0  # seconds a stopped worker gets to record its trial as interrupted
 _EXIT_WAIT = 30.0  # seconds a retired worker gets to end on its own before it is killed
-_WORKER_ATTRS = ("worker_pid", "worker_trials", "worker_rss_mib", "worker_seconds")
 
 
 @dataclass(frozen=True)
@@ -215,9 +215,14 @@ class TrialWorkers:
 def _record_worker(trial: optuna.Trial, outcome: Outcome) -> None:
     """Store which worker trained the trial, how many trials it had served, its memory after
     it, and the seconds it spent on the trial (training, figures, storage)."""
-    values = (outcome.pid, outcome.served, round(outcome.rss_mib, 1), round(outcome.seconds, 2))
+    record = WorkerRecord(
+        pid=outcome.pid,
+        trials=outcome.served,
+        rss_mib=round(outcome.rss_mib, 1),
+        seconds=round(outcome.seconds, 2),
+    )
     with contextlib.suppress(Exception):  # diagnostics: a failing store shows up elsewhere
-        for key, value in zip(_WORKER_ATTRS, values, strict=True):
+        for key, value in record.to_user_attrs().items():
             trial.set_user_attr(key, value)
 
 

@@ -16,14 +16,12 @@ from blood_automl.data import PreparedData
 from blood_automl.search.faults import STOPPED_PREFIX, EnvironmentStop, classify
 from blood_automl.spaces import Space, TrialConfig, suggest
 from blood_automl.studies.artifacts import upload_png
-from blood_automl.studies.budget import INTERRUPTED_ATTR as INTERRUPTED
 from blood_automl.studies.dashboard_notes import write_note
-
-FAIL_REASON = "fail_reason"
-WARNINGS = "warnings"
-"""User attribute: what went wrong around a trial that still counts (figures not written)."""
-STOP_AFTER = "stop_after"
-"""User attribute of a trial that completed although the disk failed: the search stops after it."""
+from blood_automl.studies.records import FAIL_REASON_ATTR as FAIL_REASON
+from blood_automl.studies.records import INTERRUPTED_ATTR as INTERRUPTED
+from blood_automl.studies.records import STOP_AFTER_ATTR as STOP_AFTER
+from blood_automl.studies.records import WARNINGS_ATTR as WARNINGS
+from blood_automl.studies.records import TrialRecord
 
 
 class Interrupted(KeyboardInterrupt):
@@ -78,9 +76,8 @@ def start_trial(trial: optuna.Trial, ctx: SearchContext) -> tuple[TrialConfig, i
     """Suggest the trial's config (with the study's sampler) and record it on the trial."""
     config = suggest(trial, ctx.space)
     seed = trial_seed(ctx.seed, trial.number)
-    trial.set_user_attr("backbone", config.backbone)
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("seed", seed)
+    record = TrialRecord(backbone=config.backbone, config=config.to_dict(), seed=seed)
+    _store(trial, record.started_attrs())
     _save_note(trial, config)
     return config, seed
 
@@ -134,15 +131,17 @@ def train_trial(trial: optuna.Trial, config: TrialConfig, seed: int, ctx: Search
     if result.best_value is None or result.val_metrics is None:
         raise RuntimeError("the trial trained no epoch with validation data")
     metrics = result.val_metrics
-    trial.set_user_attr(
-        "val_metrics",
-        {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")},
+    record = TrialRecord(
+        val_metrics={
+            k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "per_class")
+        },
+        history=result.history,
+        epochs=(result.head_epochs, result.finetune_epochs),
+        best_step=result.best_step,
+        unfreeze_from=result.unfreeze_from,
+        train_seconds=round(result.seconds, 1),
     )
-    trial.set_user_attr("history", result.history)
-    trial.set_user_attr("epochs", [result.head_epochs, result.finetune_epochs])
-    trial.set_user_attr("best_step", result.best_step)
-    trial.set_user_attr("unfreeze_from", result.unfreeze_from)
-    trial.set_user_attr("train_seconds", round(result.seconds, 1))
+    _store(trial, record.trained_attrs())
     _save_figures(ctx, trial, config, result.history, metrics)
     return float(result.best_value)
 
@@ -213,6 +212,11 @@ def make_objective(ctx: SearchContext) -> Callable[[optuna.Trial], float]:
         return train_trial(trial, config, seed, ctx)
 
     return environment_guard(objective)
+
+
+def _store(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
 
 
 def _save_note(trial: optuna.Trial, config: TrialConfig) -> None:

@@ -13,10 +13,19 @@ from blood_automl.errors import ConfigError
 from blood_automl.spaces import Space, load_space
 from blood_automl.spaces.registry import get_backbone
 from blood_automl.studies import DEFAULT_STUDY, StudySettings, check_shared_url, check_study_name
+from blood_automl.studies import records as rec
 from blood_automl.studies.settings import Objective, PrunerName, SamplerName
 
-RESUMABLE = ("weights", "image_size", "objective", "seed", "sampler", "pruner")
-"""Options a study stores; left out on resume, they take the study's value."""
+RESUMABLE = {
+    "weights": rec.WEIGHTS_ATTR,
+    "image_size": rec.IMAGE_SIZE_ATTR,
+    "objective": rec.OBJECTIVE_ATTR,
+    "seed": rec.SEED_ATTR,
+    "sampler": rec.SAMPLER_ATTR,
+    "pruner": rec.PRUNER_ATTR,
+}
+"""Options a study stores (option -> its study attribute); left out on resume, they take the
+study's value."""
 
 MAX_SEED = 2**32 - 1
 """NumPy's and Keras's seeds are unsigned 32-bit integers."""
@@ -210,8 +219,8 @@ def resolve_options(
         return options
     taken: dict[str, Any] = {}
     if stored is not None:
-        for name in RESUMABLE:
-            value = stored.get(name)
+        for name, key in RESUMABLE.items():
+            value = stored.get(key)
             if name not in options.given and value is not None:
                 taken[name] = value
     shown = [f"{name} {value}" for name, value in taken.items() if value != getattr(options, name)]

@@ -20,7 +20,14 @@ from blood_automl.spaces.domains import domain_values
 from blood_automl.spaces.plan import epoch_plan
 from blood_automl.studies import study_counts, summarize
 from blood_automl.studies.budget import counted
-from blood_automl.studies.records import LOG_ATTR
+from blood_automl.studies.records import (
+    BACKBONE_ATTR,
+    CONFIG_ATTR,
+    EPOCHS_ATTR,
+    FAIL_REASON_ATTR,
+    LOG_ATTR,
+    SURPLUS_ATTR,
+)
 from blood_automl.trainer.quiet import log_tail
 
 #: How the data layer names its removal kinds in the start line.
@@ -131,13 +138,14 @@ def _trial_seconds(trial: FrozenTrial, now: float) -> float:
 
 def _running_text(trial: FrozenTrial, now: float) -> str:
     try:
-        config = TrialConfig.from_dict(trial.user_attrs.get("config") or {})
+        config = TrialConfig.from_dict(trial.user_attrs.get(CONFIG_ATTR) or {})
     except Exception:  # a config this code cannot read: say nothing of its phase
-        return f"trial {trial.number}: {trial.user_attrs.get('backbone', '?')}, " + duration_text(
-            _trial_seconds(trial, now)
+        return (
+            f"trial {trial.number}: {trial.user_attrs.get(BACKBONE_ATTR, '?')}, "
+            + duration_text(_trial_seconds(trial, now))
         )
     phase = phase_text(trial.last_step, config)
-    backbone = trial.user_attrs.get("backbone", "?")
+    backbone = trial.user_attrs.get(BACKBONE_ATTR, "?")
     return f"trial {trial.number}: {backbone}, {phase}, {duration_text(_trial_seconds(trial, now))}"
 
 
@@ -168,7 +176,7 @@ class SearchProgress:
             else (
                 top[0]["number"],
                 float(top[0]["value"]),
-                top[0]["user_attrs"].get("backbone", "?"),
+                top[0]["user_attrs"].get(BACKBONE_ATTR, "?"),
             )
         )
         now = time.time()
@@ -261,7 +269,7 @@ class SearchProgress:
         """Print the trial's line (and the end of its log when it failed)."""
         self._seen.add(trial.number)
         self._running_elapsed.pop(trial.number, None)
-        if "surplus" in trial.user_attrs:
+        if SURPLUS_ATTR in trial.user_attrs:
             return
         self._counts = self._count()
         self.running = "-"
@@ -275,13 +283,13 @@ class SearchProgress:
     def trial_line(self, trial: FrozenTrial) -> str:
         """``trial    3 complete MobileNet-0.25  accuracy 0.8123  (35 s)  [4/20, about 9 min left]``."""
         state = trial.state.name.lower()
-        backbone = trial.user_attrs.get("backbone", "?")
+        backbone = trial.user_attrs.get(BACKBONE_ATTR, "?")
         if trial.state == TrialState.COMPLETE:
             detail = f"{self.objective} {float(trial.value or 0.0):.4f}"
         elif trial.state == TrialState.PRUNED:
             detail = f"at epoch {trial.last_step}" if trial.last_step is not None else ""
         else:
-            detail = str(trial.user_attrs.get("fail_reason") or "no reason recorded")
+            detail = str(trial.user_attrs.get(FAIL_REASON_ATTR) or "no reason recorded")
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         c = self._counts
         eta = self.eta()
@@ -303,13 +311,13 @@ def top_table(study: optuna.Study, objective: str, top: int = 5) -> Table:
         params = ", ".join(
             f"{k}={_short(v)}" for k, v in sorted(row.get("params", {}).items()) if k != "backbone"
         )
-        epochs = row.get("user_attrs", {}).get("epochs")
+        epochs = row.get("user_attrs", {}).get(EPOCHS_ATTR)
         table.add_row(
             str(row["number"]),
             f"{row['value']:.4f}" if row.get("value") is not None else "-",
             str(
                 row.get("user_attrs", {}).get(
-                    "backbone", row.get("params", {}).get("backbone", "?")
+                    BACKBONE_ATTR, row.get("params", {}).get("backbone", "?")
                 )
             ),
             "-" if epochs is None else f"{epochs[0]}+{epochs[1]}",

@@ -66,6 +66,7 @@ from blood_automl.studies import (
     study_dir,
     summarize,
 )
+from blood_automl.studies.records import SURPLUS_ATTR, StudyRecord
 from blood_automl.studies.storage import storage_errors
 from blood_automl.studies.urls import DEFAULT_STORAGE, is_sqlite, parse_url, sqlite_file
 from blood_automl.trainer.quiet import import_tensorflow_quietly
@@ -220,7 +221,7 @@ class FailureStreak:
         self.tripped = False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if "surplus" in trial.user_attrs or INTERRUPTED in trial.user_attrs:
+        if SURPLUS_ATTR in trial.user_attrs or INTERRUPTED in trial.user_attrs:
             return
         if trial.state == TrialState.FAIL:
             self.reasons.append(
@@ -376,14 +377,14 @@ def setup_search(options: SearchOptions, *, worker: int = 0) -> SearchSetup:
         seed=options.seed,
         max_resource=_max_epochs(space),
     )
-    metadata = {
-        "space_name": space.name,
-        "space_version": space.version,
-        "data_fingerprint": data.fingerprint,
-        "image_size": data.image_size,
-        "weights": weights,
-        "class_names": list(data.class_names),
-    }
+    metadata = StudyRecord(
+        space_name=space.name,
+        space_version=space.version,
+        data_fingerprint=data.fingerprint,
+        image_size=data.image_size,
+        weights=weights,
+        class_names=list(data.class_names),
+    ).search_attrs()
     try:
         study = create_or_load_study(storage, options.study, settings, metadata, worker=worker)
     except DataError:

@@ -15,7 +15,6 @@ from blood_automl.studies.artifacts import (
     artifact_store_for,
 )
 from blood_automl.studies.budget import (
-    SURPLUS_ATTR,
     StopAtTarget,
     SurplusTrial,
     claim_slot,
@@ -27,7 +26,16 @@ from blood_automl.studies.folders import data_dir, logs_dir, study_dir
 from blood_automl.studies.metadata import StudyVersionWarning, package_versions
 from blood_automl.studies.naming import DEFAULT_STUDY, check_study_name
 from blood_automl.studies.note import save_study_note, study_note
-from blood_automl.studies.records import LOG_ATTR, RECIPE_ATTR, SPACE_ATTR
+from blood_automl.studies.records import (
+    LOG_ATTR,
+    RECIPE_ATTR,
+    SPACE_ATTR,
+    SURPLUS_ATTR,
+    RefitRecord,
+    StudyRecord,
+    TrialRecord,
+    WorkerRecord,
+)
 from blood_automl.studies.settings import (
     OBJECTIVES,
     PRUNERS,
@@ -68,11 +76,15 @@ __all__ = [
     "SAMPLERS",
     "SPACE_ATTR",
     "SURPLUS_ATTR",
+    "RefitRecord",
     "StopAtTarget",
     "StudyInfo",
+    "StudyRecord",
     "StudySettings",
     "StudyVersionWarning",
     "SurplusTrial",
+    "TrialRecord",
+    "WorkerRecord",
     "artifact_dir",
     "artifact_store_for",
     "best_trial",

@@ -29,14 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from blood_automl.errors import ConfigError
 from blood_automl.studies import optuna_private as private
 from blood_automl.studies.dashboard_notes import read_note, write_note
-
-SURPLUS_ATTR = "surplus"
-"""User attribute of a trial that was not run because the study already had its N trials."""
-INTERRUPTED_ATTR = "interrupted"
-"""User attribute of a trial stopped by SIGINT or SIGTERM: it says nothing of its params."""
-OUTCOME_ATTRS = frozenset({INTERRUPTED_ATTR, "fail_reason"})
-"""User attributes that say how one run of a trial ended (``fail_reason`` is written by
-``search.objective``): a re-run of the trial with the same parameters must not inherit them."""
+from blood_automl.studies.records import INTERRUPTED_ATTR, SURPLUS_ATTR
 
 UNCLAIMED_GRACE = 60.0
 """Seconds after its start when a RUNNING trial that never had a heartbeat is failed."""

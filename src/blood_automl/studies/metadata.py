@@ -12,27 +12,34 @@ from typing import Any
 import optuna
 
 from blood_automl.errors import ConfigError, DataError
-
-VERSIONS_KEY = "versions"
-"""User attribute holding package versions; written last, so it marks a fully recorded study."""
+from blood_automl.studies import records as rec
+from blood_automl.studies.records import VERSIONS_ATTR as VERSIONS_KEY
 
 PACKAGES = ("blood-automl", "optuna", "tensorflow", "keras", "numpy")
 
 # attributes about the data: a mismatch is a DataError; the rest are ConfigErrors
-DATA_KEYS = frozenset({"data_fingerprint", "split", "data_source", "n_images", "class_names"})
+DATA_KEYS = frozenset(
+    {
+        rec.DATA_FINGERPRINT_ATTR,
+        rec.SPLIT_ATTR,
+        rec.DATA_SOURCE_ATTR,
+        rec.N_IMAGES_ATTR,
+        rec.CLASS_NAMES_ATTR,
+    }
+)
 # attribute -> the option that sets it, for the fix in a mismatch message
 OPTIONS = {
-    "objective": "--objective",
-    "seed": "--seed",
-    "image_size": "--image-size",
-    "space": "--space",
-    "space_version": "--space",
-    "weights": "--weights",
-    "max_resource": "--preset",
-    "preset": "--preset",
-    "data_fingerprint": "--data",
-    "split": "--data",
-    "data_source": "--data",
+    rec.OBJECTIVE_ATTR: "--objective",
+    rec.SEED_ATTR: "--seed",
+    rec.IMAGE_SIZE_ATTR: "--image-size",
+    rec.SPACE_ATTR: "--space",
+    rec.SPACE_VERSION_ATTR: "--space",
+    rec.WEIGHTS_ATTR: "--weights",
+    rec.MAX_RESOURCE_ATTR: "--preset",
+    rec.PRESET_ATTR: "--preset",
+    rec.DATA_FINGERPRINT_ATTR: "--data",
+    rec.SPLIT_ATTR: "--data",
+    rec.DATA_SOURCE_ATTR: "--data",
 }
 
 

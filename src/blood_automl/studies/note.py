@@ -8,10 +8,18 @@ from typing import Any
 import optuna
 
 from blood_automl.studies.dashboard_notes import read_note, write_note
-from blood_automl.studies.records import SPACE_ATTR
+from blood_automl.studies.records import (
+    DATA_FINGERPRINT_ATTR,
+    IMAGE_SIZE_ATTR,
+    INTERRUPTED_ATTR,
+    OBJECTIVE_ATTR,
+    PRUNER_ATTR,
+    SAMPLER_ATTR,
+    SEED_ATTR,
+    SPACE_ATTR,
+    SURPLUS_ATTR,
+)
 from blood_automl.studies.study import metric_name
-
-"""The study user attribute holding the search space (``Space.to_dict()``)."""
 
 
 def study_note(study: optuna.Study) -> str | None:
@@ -24,7 +32,7 @@ def study_note(study: optuna.Study) -> str | None:
     space = attrs.get(SPACE_ATTR)
     if not isinstance(space, Mapping) or not isinstance(space.get("params"), Mapping):
         return None
-    objective = metric_name(str(attrs.get("objective", "accuracy")))
+    objective = metric_name(str(attrs.get(OBJECTIVE_ATTR, "accuracy")))
     searched = {k: v for k, v in space["params"].items() if _searched(v)}
     fixed = {k: v["value"] for k, v in space["params"].items() if not _searched(v)}
     lines = [
@@ -33,12 +41,12 @@ def study_note(study: optuna.Study) -> str | None:
         f"Space **{space.get('name', '?')}** (version {space.get('version', '?')})"
         + (f": {space['description']}" if space.get("description") else ""),
         "",
-        f"Sampler {attrs.get('sampler', '?')}, pruner {attrs.get('pruner', '?')}, "
-        f"seed {attrs.get('seed', '?')}; images {attrs.get('image_size', '?')} px, "
-        f"data {str(attrs.get('data_fingerprint', '?'))[:12]}.",
+        f"Sampler {attrs.get(SAMPLER_ATTR, '?')}, pruner {attrs.get(PRUNER_ATTR, '?')}, "
+        f"seed {attrs.get(SEED_ATTR, '?')}; images {attrs.get(IMAGE_SIZE_ATTR, '?')} px, "
+        f"data {str(attrs.get(DATA_FINGERPRINT_ATTR, '?'))[:12]}.",
         "",
-        "Interrupted and surplus trials (user attributes `interrupted`, `surplus`) are not "
-        "counted towards `--trials`.",
+        f"Interrupted and surplus trials (user attributes `{INTERRUPTED_ATTR}`, "
+        f"`{SURPLUS_ATTR}`) are not counted towards `--trials`.",
         "",
         "| parameter | searched over |",
         "|---|---|",

@@ -13,6 +13,13 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 
 from blood_automl.errors import ConfigError
+from blood_automl.studies.records import (
+    MAX_RESOURCE_ATTR,
+    OBJECTIVE_ATTR,
+    PRUNER_ATTR,
+    SAMPLER_ATTR,
+    SEED_ATTR,
+)
 
 Objective = Literal["accuracy", "balanced_accuracy", "macro_f1"]
 SamplerName = Literal["tpe", "random", "gp"]
@@ -58,11 +65,11 @@ class StudySettings:
     def recorded(self) -> dict[str, Any]:
         """The fields stored as study user attributes (``metadata`` is stored key by key)."""
         return {
-            "objective": self.objective,
-            "sampler": self.sampler,
-            "pruner": self.pruner,
-            "seed": self.seed,
-            "max_resource": self.max_resource,
+            OBJECTIVE_ATTR: self.objective,
+            SAMPLER_ATTR: self.sampler,
+            PRUNER_ATTR: self.pruner,
+            SEED_ATTR: self.seed,
+            MAX_RESOURCE_ATTR: self.max_resource,
         }
 
 

@@ -20,8 +20,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from blood_automl.errors import StorageError
-from blood_automl.studies.budget import OUTCOME_ATTRS
 from blood_automl.studies.optuna_private import rdb_url
+from blood_automl.studies.records import OUTCOME_ATTRS
 from blood_automl.studies.sqlite import (
     OPTUNA_TABLES,
     ExistingFile,

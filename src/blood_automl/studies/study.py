@@ -19,6 +19,13 @@ from blood_automl.errors import ConfigError, StorageError
 from blood_automl.studies import metadata as meta
 from blood_automl.studies.budget import FINISHED, count_finished, counted
 from blood_automl.studies.naming import DEFAULT_STUDY, check_study_name
+from blood_automl.studies.records import (
+    CREATED_WITH,
+    CREATED_WITH_ATTR,
+    OBJECTIVE_ATTR,
+    SETTINGS_ATTRS,
+    VERSIONS_ATTR,
+)
 from blood_automl.studies.settings import StudySettings, make_pruner, make_sampler
 from blood_automl.studies.storage import describe_storage, resolve_storage, storage_errors
 
@@ -68,7 +75,7 @@ def create_or_load_study(
         key: meta.as_json(key, value)
         for key, value in {**settings.recorded(), **settings.metadata, **(metadata or {})}.items()
     }
-    expected["created_with"] = "blood-automl"
+    expected[CREATED_WITH_ATTR] = CREATED_WITH
     pruner = make_pruner(settings)
     with storage_errors(store, f"opening study '{name}'"):
         try:
@@ -92,7 +99,7 @@ def create_or_load_study(
             return study
         _check_loaded(study, store, expected)
         if study.metric_names is None:  # a study made before objectives were named
-            name_objective(study, str(study.user_attrs.get("objective", settings.objective)))
+            name_objective(study, str(study.user_attrs.get(OBJECTIVE_ATTR, settings.objective)))
         trials_before = len(study.get_trials(deepcopy=False))
         study.sampler = make_sampler(settings, worker, trials_before)
     return study
@@ -117,7 +124,7 @@ def _check_loaded(study: optuna.Study, storage: BaseStorage, expected: dict[str,
             f"but blood-automl maximizes it; use a new --study name"
         )
     deadline = time.monotonic() + _MARKER_WAIT
-    while meta.VERSIONS_KEY not in study.user_attrs:
+    while VERSIONS_ATTR not in study.user_attrs:
         if study.get_trials(deepcopy=False):
             raise ConfigError(
                 f"study '{study.study_name}' in {describe_storage(storage)} was not made by "
@@ -230,12 +237,8 @@ def study_counts(study: optuna.Study) -> dict[str, int]:
 def settings_of(study: optuna.Study) -> StudySettings:
     """The :class:`StudySettings` a study was created with (defaults for what it lacks)."""
     attrs = study.user_attrs
-    known = {
-        k: attrs[k]
-        for k in ("objective", "sampler", "pruner", "seed", "max_resource")
-        if k in attrs
-    }
-    skip = {*known, meta.VERSIONS_KEY, "created_with"}
+    known = {k: attrs[k] for k in SETTINGS_ATTRS if k in attrs}
+    skip = {*known, VERSIONS_ATTR, CREATED_WITH_ATTR}
     return StudySettings(**known, metadata={k: v for k, v in attrs.items() if k not in skip})
 
 
