@@ -11,8 +11,8 @@ anything with ``user_attrs``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 # --- trial attributes: written when the trial starts -------------------------------------
@@ -126,35 +126,76 @@ class HasUserAttrs(Protocol):
     def user_attrs(self) -> Mapping[str, Any]: ...
 
 
+def _stored(
+    key: str,
+    default: Any = MISSING,
+    *,
+    read: Callable[[Any], Any] | None = None,
+    write: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A record field stored under ``key``; ``read`` / ``write`` convert a stored value."""
+    metadata = {"key": key, "read": read, "write": write}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _stored_values(record: Any, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """{stored key: value as stored} for the record's stored fields (those of ``keys``)."""
+    chosen = None if keys is None else set(keys)
+    values: dict[str, Any] = {}
+    for f in fields(record):
+        key = f.metadata.get("key")
+        if key is None or (chosen is not None and key not in chosen):
+            continue
+        value = getattr(record, f.name)
+        write = f.metadata["write"]
+        values[key] = value if write is None or value is None else write(value)
+    return values
+
+
+def _read_values(record_type: type, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """{field name: value} for the stored fields present in ``attrs`` (absent: the default)."""
+    values: dict[str, Any] = {}
+    for f in fields(record_type):
+        key = f.metadata.get("key")
+        if key is None or key not in attrs:
+            continue
+        read = f.metadata["read"]
+        values[f.name] = attrs[key] if read is None else read(attrs[key])
+    return values
+
+
 @dataclass(frozen=True)
 class WorkerRecord:
     """Which trial worker trained a trial, and what it cost."""
 
-    pid: int
-    trials: int
-    rss_mib: float
-    seconds: float
+    pid: int = _stored(WORKER_PID_ATTR)
+    trials: int = _stored(WORKER_TRIALS_ATTR, 0)
+    rss_mib: float = _stored(WORKER_RSS_ATTR, 0.0)
+    seconds: float = _stored(WORKER_SECONDS_ATTR, 0.0)
 
     def to_user_attrs(self) -> dict[str, Any]:
         """The trial attributes that store this record."""
-        return {
-            WORKER_PID_ATTR: self.pid,
-            WORKER_TRIALS_ATTR: self.trials,
-            WORKER_RSS_ATTR: self.rss_mib,
-            WORKER_SECONDS_ATTR: self.seconds,
-        }
+        return _stored_values(self)
 
     @classmethod
     def from_user_attrs(cls, attrs: Mapping[str, Any]) -> WorkerRecord | None:
         """The record in ``attrs``, or None for a trial no trial worker trained."""
         if WORKER_PID_ATTR not in attrs:
             return None
-        return cls(
-            pid=attrs[WORKER_PID_ATTR],
-            trials=attrs.get(WORKER_TRIALS_ATTR, 0),
-            rss_mib=attrs.get(WORKER_RSS_ATTR, 0.0),
-            seconds=attrs.get(WORKER_SECONDS_ATTR, 0.0),
-        )
+        return cls(**_read_values(cls, attrs))
+
+
+_STARTED = (BACKBONE_ATTR, CONFIG_ATTR, SEED_ATTR)
+_TRAINED = (
+    VAL_METRICS_ATTR,
+    HISTORY_ATTR,
+    EPOCHS_ATTR,
+    BEST_STEP_ATTR,
+    UNFREEZE_FROM_ATTR,
+    TRAIN_SECONDS_ATTR,
+)
 
 
 @dataclass(frozen=True)
@@ -167,22 +208,26 @@ class TrialRecord:
     as ``interrupted`` is stored only when it is set.
     """
 
-    backbone: str | None = None
-    config: dict[str, Any] | None = None
-    seed: int = 0
-    val_metrics: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    epochs: tuple[int, ...] | None = None
-    best_step: int | None = None
-    unfreeze_from: str | None = None
-    train_seconds: float | None = None
-    fail_reason: str | None = None
-    interrupted: str | None = None
-    surplus: str | None = None
-    warnings: tuple[str, ...] = ()
-    stop_after: str | None = None
-    recipe: str | None = None
-    log: str | None = None
+    backbone: str | None = _stored(BACKBONE_ATTR, None)
+    config: dict[str, Any] | None = _stored(CONFIG_ATTR, None)
+    seed: int = _stored(SEED_ATTR, 0)
+    val_metrics: dict[str, Any] | None = _stored(VAL_METRICS_ATTR, None)
+    history: list[dict[str, Any]] = _stored(HISTORY_ATTR, [], read=lambda v: list(v or []))
+    epochs: tuple[int, ...] | None = _stored(
+        EPOCHS_ATTR, None, read=lambda v: tuple(v) if v else None, write=list
+    )
+    best_step: int | None = _stored(BEST_STEP_ATTR, None)
+    unfreeze_from: str | None = _stored(UNFREEZE_FROM_ATTR, None)
+    train_seconds: float | None = _stored(TRAIN_SECONDS_ATTR, None)
+    fail_reason: str | None = _stored(FAIL_REASON_ATTR, None)
+    interrupted: str | None = _stored(INTERRUPTED_ATTR, None)
+    surplus: str | None = _stored(SURPLUS_ATTR, None)
+    warnings: tuple[str, ...] = _stored(
+        WARNINGS_ATTR, (), read=lambda v: tuple(v or ()), write=list
+    )
+    stop_after: str | None = _stored(STOP_AFTER_ATTR, None)
+    recipe: str | None = _stored(RECIPE_ATTR, None)
+    log: str | None = _stored(LOG_ATTR, None)
     worker: WorkerRecord | None = None
 
     @property
@@ -192,57 +237,21 @@ class TrialRecord:
 
     def started_attrs(self) -> dict[str, Any]:
         """The attributes written when the trial starts: backbone, configuration, seed."""
-        return {BACKBONE_ATTR: self.backbone, CONFIG_ATTR: self.config, SEED_ATTR: self.seed}
+        return _stored_values(self, _STARTED)
 
     def trained_attrs(self) -> dict[str, Any]:
         """The attributes written when the trial has trained, each one even when None."""
-        return {
-            VAL_METRICS_ATTR: self.val_metrics,
-            HISTORY_ATTR: self.history,
-            EPOCHS_ATTR: None if self.epochs is None else list(self.epochs),
-            BEST_STEP_ATTR: self.best_step,
-            UNFREEZE_FROM_ATTR: self.unfreeze_from,
-            TRAIN_SECONDS_ATTR: self.train_seconds,
-        }
+        return _stored_values(self, _TRAINED)
 
     def to_user_attrs(self) -> dict[str, Any]:
         """Every attribute of the record that is set (not None, not empty)."""
-        ended = {
-            FAIL_REASON_ATTR: self.fail_reason,
-            INTERRUPTED_ATTR: self.interrupted,
-            SURPLUS_ATTR: self.surplus,
-            WARNINGS_ATTR: list(self.warnings),
-            STOP_AFTER_ATTR: self.stop_after,
-            RECIPE_ATTR: self.recipe,
-            LOG_ATTR: self.log,
-        }
-        attrs = {**self.started_attrs(), **self.trained_attrs(), **ended}
-        kept = {k: v for k, v in attrs.items() if v is not None and v != []}
+        kept = {k: v for k, v in _stored_values(self).items() if v is not None and v != []}
         return kept | ({} if self.worker is None else self.worker.to_user_attrs())
 
     @classmethod
     def from_user_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
         """The record stored in ``attrs``, missing attributes at their defaults."""
-        epochs = attrs.get(EPOCHS_ATTR)
-        return cls(
-            backbone=attrs.get(BACKBONE_ATTR),
-            config=attrs.get(CONFIG_ATTR),
-            seed=attrs.get(SEED_ATTR, 0),
-            val_metrics=attrs.get(VAL_METRICS_ATTR),
-            history=list(attrs.get(HISTORY_ATTR) or []),
-            epochs=tuple(epochs) if epochs else None,
-            best_step=attrs.get(BEST_STEP_ATTR),
-            unfreeze_from=attrs.get(UNFREEZE_FROM_ATTR),
-            train_seconds=attrs.get(TRAIN_SECONDS_ATTR),
-            fail_reason=attrs.get(FAIL_REASON_ATTR),
-            interrupted=attrs.get(INTERRUPTED_ATTR),
-            surplus=attrs.get(SURPLUS_ATTR),
-            warnings=tuple(attrs.get(WARNINGS_ATTR) or ()),
-            stop_after=attrs.get(STOP_AFTER_ATTR),
-            recipe=attrs.get(RECIPE_ATTR),
-            log=attrs.get(LOG_ATTR),
-            worker=WorkerRecord.from_user_attrs(attrs),
-        )
+        return cls(**_read_values(cls, attrs), worker=WorkerRecord.from_user_attrs(attrs))
 
     @classmethod
     def from_trial(cls, trial: HasUserAttrs) -> TrialRecord:
@@ -262,24 +271,22 @@ class RefitRecord:
 
     def to_value(self) -> dict[str, Any]:
         """The value stored under :func:`refit_attr`."""
-        return {
-            "test_accuracy": self.test_accuracy,
-            "test_balanced_accuracy": self.test_balanced_accuracy,
-            "test_macro_f1": self.test_macro_f1,
-            "out": self.out,
-            "created": self.created,
-        }
+        return asdict(self)
 
     @classmethod
     def from_value(cls, value: Mapping[str, Any]) -> RefitRecord:
         """The record stored as ``value`` (None for what it lacks)."""
-        return cls(
-            test_accuracy=value.get("test_accuracy"),
-            test_balanced_accuracy=value.get("test_balanced_accuracy"),
-            test_macro_f1=value.get("test_macro_f1"),
-            out=value.get("out"),
-            created=value.get("created"),
-        )
+        return cls(**{f.name: value.get(f.name) for f in fields(cls)})
+
+
+_SEARCH = (
+    SPACE_NAME_ATTR,
+    SPACE_VERSION_ATTR,
+    DATA_FINGERPRINT_ATTR,
+    IMAGE_SIZE_ATTR,
+    WEIGHTS_ATTR,
+    CLASS_NAMES_ATTR,
+)
 
 
 @dataclass(frozen=True)
@@ -292,47 +299,29 @@ class StudyRecord:
     ``StudySettings.recorded()``, not here.
     """
 
-    objective: str | None = None
-    sampler: str | None = None
-    pruner: str | None = None
-    seed: int | None = None
-    max_resource: int | None = None
-    space: dict[str, Any] | None = None
-    space_name: str | None = None
-    space_version: str | None = None
-    data_fingerprint: str | None = None
-    image_size: int | None = None
-    weights: str = "imagenet"
-    class_names: list[str] | None = None
-    created_with: str | None = None
-    versions: dict[str, str | None] | None = None
+    objective: str | None = _stored(OBJECTIVE_ATTR, None)
+    sampler: str | None = _stored(SAMPLER_ATTR, None)
+    pruner: str | None = _stored(PRUNER_ATTR, None)
+    seed: int | None = _stored(SEED_ATTR, None)
+    max_resource: int | None = _stored(MAX_RESOURCE_ATTR, None)
+    space: dict[str, Any] | None = _stored(SPACE_ATTR, None)
+    space_name: str | None = _stored(SPACE_NAME_ATTR, None)
+    space_version: str | None = _stored(SPACE_VERSION_ATTR, None)
+    data_fingerprint: str | None = _stored(DATA_FINGERPRINT_ATTR, None)
+    image_size: int | None = _stored(IMAGE_SIZE_ATTR, None)
+    weights: str = _stored(WEIGHTS_ATTR, "imagenet", read=str)
+    class_names: list[str] | None = _stored(CLASS_NAMES_ATTR, None)
+    created_with: str | None = _stored(CREATED_WITH_ATTR, None)
+    versions: dict[str, str | None] | None = _stored(VERSIONS_ATTR, None)
     refits: dict[int, RefitRecord] = field(default_factory=dict)
 
     def search_attrs(self) -> dict[str, Any]:
         """What the search stores beyond the settings: space name and version, data, weights."""
-        return {
-            SPACE_NAME_ATTR: self.space_name,
-            SPACE_VERSION_ATTR: self.space_version,
-            DATA_FINGERPRINT_ATTR: self.data_fingerprint,
-            IMAGE_SIZE_ATTR: self.image_size,
-            WEIGHTS_ATTR: self.weights,
-            CLASS_NAMES_ATTR: self.class_names,
-        }
+        return _stored_values(self, _SEARCH)
 
     def to_user_attrs(self) -> dict[str, Any]:
         """Every attribute of the record that is set (not None)."""
-        attrs = {
-            OBJECTIVE_ATTR: self.objective,
-            SAMPLER_ATTR: self.sampler,
-            PRUNER_ATTR: self.pruner,
-            SEED_ATTR: self.seed,
-            MAX_RESOURCE_ATTR: self.max_resource,
-            SPACE_ATTR: self.space,
-            **self.search_attrs(),
-            CREATED_WITH_ATTR: self.created_with,
-            VERSIONS_ATTR: self.versions,
-        }
-        kept = {k: v for k, v in attrs.items() if v is not None}
+        kept = {k: v for k, v in _stored_values(self).items() if v is not None}
         return kept | {refit_attr(n): refit.to_value() for n, refit in self.refits.items()}
 
     @classmethod
@@ -343,23 +332,7 @@ class StudyRecord:
             match = _REFIT_KEY.fullmatch(key)
             if match and isinstance(value, Mapping):
                 refits[int(match.group(1))] = RefitRecord.from_value(value)
-        return cls(
-            objective=attrs.get(OBJECTIVE_ATTR),
-            sampler=attrs.get(SAMPLER_ATTR),
-            pruner=attrs.get(PRUNER_ATTR),
-            seed=attrs.get(SEED_ATTR),
-            max_resource=attrs.get(MAX_RESOURCE_ATTR),
-            space=attrs.get(SPACE_ATTR),
-            space_name=attrs.get(SPACE_NAME_ATTR),
-            space_version=attrs.get(SPACE_VERSION_ATTR),
-            data_fingerprint=attrs.get(DATA_FINGERPRINT_ATTR),
-            image_size=attrs.get(IMAGE_SIZE_ATTR),
-            weights=str(attrs.get(WEIGHTS_ATTR, "imagenet")),
-            class_names=attrs.get(CLASS_NAMES_ATTR),
-            created_with=attrs.get(CREATED_WITH_ATTR),
-            versions=attrs.get(VERSIONS_ATTR),
-            refits=refits,
-        )
+        return cls(**_read_values(cls, attrs), refits=refits)
 
     @classmethod
     def from_study(cls, study: HasUserAttrs) -> StudyRecord:

@@ -14,17 +14,10 @@ import tensorflow as tf
 
 from blood_automl.spaces.config import TrialConfig
 from blood_automl.spaces.plan import epoch_plan
+from blood_automl.trainer import phases as ph
 from blood_automl.trainer.augment import AugmentParams, make_augmenter
 from blood_automl.trainer.metrics import compute_metrics, objective_value
 from blood_automl.trainer.model import build_model, set_trainable, unfreeze_index, weights_mode
-from blood_automl.trainer.phases import (
-    Patience,
-    Phase,
-    PhaseLog,
-    history_row,
-    phases,
-    relative_seconds,
-)
 from blood_automl.trainer.results import TrainingDiverged, TrainResult
 from blood_automl.trainer.runtime import configure, seed_everything
 
@@ -164,18 +157,18 @@ class _EpochMonitor(keras.callbacks.Callback):
     def __init__(
         self,
         *,
-        log: PhaseLog,
+        log: ph.PhaseLog,
         phase: str,
         validation: _Validation | None,
         report: ReportFn | None,
-        patience: Patience,
+        patience: ph.Patience,
     ) -> None:
         super().__init__()
         self.log, self.phase, self.validation = log, phase, validation
         self.report, self.patience = report, patience
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        row = history_row(self.log.next_step, self.phase, time.monotonic(), dict(logs or {}))
+        row = ph.history_row(self.log.next_step, self.phase, time.monotonic(), dict(logs or {}))
         if self.validation is None:
             self.log.record(row)
             return
@@ -285,7 +278,7 @@ def train(
         data=data,
         loss=make_loss(config),
         steps=max(1, math.ceil(len(x_train) / config.batch_size)),
-        log=PhaseLog(plan, validated=validation is not None),
+        log=ph.PhaseLog(plan, validated=validation is not None),
         validation=validation,
         report=report,
         patience=patience,
@@ -296,7 +289,7 @@ def train(
     log = runner.log
     if log.restores_best():
         model.set_weights(log.best.weights)
-    relative_seconds(log.history, started)
+    ph.relative_seconds(log.history, started)
     used = log.used()
     return TrainResult(
         model=model,
@@ -352,14 +345,14 @@ class _PhaseRunner:
     data: tf.data.Dataset
     loss: keras.losses.Loss
     steps: int
-    log: PhaseLog
+    log: ph.PhaseLog
     validation: _Validation | None
     report: ReportFn | None
     patience: int | None
     xla: bool
     verbose: int
 
-    def run(self, phase: Phase, learning_rate: Any) -> None:
+    def run(self, phase: ph.Phase, learning_rate: Any) -> None:
         """Train ``phase`` (if it has epochs) at ``learning_rate``, epochs numbered on from the last."""
         if not phase.runs:
             return
@@ -388,7 +381,7 @@ class _PhaseRunner:
             phase=phase,
             validation=self.validation,
             report=self.report,
-            patience=Patience(limit),
+            patience=ph.Patience(limit),
         )
         return [_NanGuard(phase), monitor]
 
@@ -400,7 +393,7 @@ def _fit_phases(runner: _PhaseRunner, backbone: keras.Model, start: int, *, scra
     the unfrozen blocks with the head, warm-up then cosine decay.
     """
     config, plan = runner.config, runner.log.plan
-    head, finetune = phases(plan)
+    head, finetune = ph.phases(plan)
     if scratch:
         set_trainable(backbone, 1, scratch=True)
     else:
