@@ -92,7 +92,9 @@ def test_default_folder_tta_and_class_folders(
         (classes / name).mkdir(exist_ok=True)
     monkeypatch.chdir(tmp_path)
     # only two class folders hold images: the other six are missing
-    with pytest.raises(DataError, match=r"missing 'eosinophil', 'immature granulocytes'.*name the classes"):
+    with pytest.raises(
+        DataError, match=r"missing 'eosinophil', 'immature granulocytes'.*name the classes"
+    ):
         evaluate_export(export, classes)
     for name in NAMES[1:2] + NAMES[3:]:
         Image.fromarray(_images([GREEN])[0]).save(classes / name / "g.png")

@@ -19,7 +19,7 @@ import numpy as np
 SUMMARY_VERSION = 1
 CHANNELS = ("red", "green", "blue")
 PERCENTILES = (5, 50, 95)
-_CHUNK = 512
+_CHUNK = 128  # images at a time: a few MiB of float32 pixels
 
 MEAN_SHIFT_SDS = 1.0
 """A set whose mean lies this many training standard deviations away (plus the chance
@@ -45,9 +45,9 @@ def summarize(images: np.ndarray) -> dict[str, Any]:
     squares = np.empty((n, 3), dtype=np.float64)
     for start in range(0, n, _CHUNK):
         chunk = images[start : start + _CHUNK]
-        pixels = chunk.reshape(chunk.shape[0], -1, 3).astype(np.float64)
-        means[start : start + _CHUNK] = pixels.mean(axis=1)
-        squares[start : start + _CHUNK] = (pixels**2).mean(axis=1)
+        pixels = chunk.reshape(chunk.shape[0], -1, 3).astype(np.float32)
+        means[start : start + _CHUNK] = pixels.mean(axis=1, dtype=np.float64)
+        squares[start : start + _CHUNK] = np.square(pixels).mean(axis=1, dtype=np.float64)
     pixel_mean = means.mean(axis=0)
     pixel_std = np.sqrt(np.maximum(squares.mean(axis=0) - pixel_mean**2, 0.0))
     return {
