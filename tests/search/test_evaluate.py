@@ -241,3 +241,14 @@ def test_bad_inputs_are_one_error_line_and_write_nothing(export: Path, tmp_path:
     line = _one_error(run_cli("evaluate", str(export), "d.npz", "--batch-size", "0", cwd=tmp_path))
     assert "--batch-size" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_digit_string_labels_index_the_model_classes(export: Path, tmp_path: Path) -> None:
+    letters = tmp_path / "letters"  # a model whose classes are not the PBC names
+    letters.mkdir()
+    (letters / "model.keras").write_bytes((export / "model.keras").read_bytes())
+    config = {"class_names": list("abcdefgh"), "image_size": 96}
+    (letters / "config.json").write_text(json.dumps(config))
+    np.savez(tmp_path / "d.npz", images=_images([RED, BLUE]), labels=np.array(["0", "2"]))
+    result = evaluate_export(letters, tmp_path / "d.npz", out=tmp_path / "eval")
+    assert result.metrics["accuracy"] == 1.0 and result.metrics["n"] == 2

@@ -180,10 +180,16 @@ def data_class_names(path: Path, model_names: tuple[str, ...]) -> tuple[str, ...
             return None
         labels = _array(npz, "labels", path)
         names = _array(npz, "class_names", path) if "class_names" in npz.files else None
-    if names is None and labels.dtype.kind not in "US":
-        return None
+    if names is None and (labels.dtype.kind not in "US" or _digits(labels)):
+        return None  # numbers: they index the model's classes
     _, found, _ = to_labels(labels, labels.reshape(-1).shape[0], str(path), class_names=names)
     return found
+
+
+def _digits(labels: np.ndarray) -> bool:
+    """Whether string labels are all whole numbers written in digits."""
+    text = np.char.strip(labels.astype(str))
+    return bool(np.all(np.char.isdigit(np.char.lstrip(text, "-"))))
 
 
 # -- the folder ----------------------------------------------------------------------------
