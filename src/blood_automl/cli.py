@@ -284,6 +284,22 @@ def search_command(
     print_summary(result, options, console)
 
 
+TTA_HELP = "Average the probabilities over the 8 rotations and mirror images of each image"
+
+
+def _scores(m: dict[str, Any]) -> str:
+    return (
+        f"accuracy {m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, "
+        f"macro F1 {m['macro_f1']:.4f}"
+    )
+
+
+def _warn(warning: str | None) -> None:
+    """A warning (not an error: the exit code stays 0) on stderr."""
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
+
+
 @app.command("refit-best")
 def refit_best_command(
     study: Annotated[str, typer.Option("--study", help=STUDY_HELP)] = "blood-automl",
@@ -311,24 +327,27 @@ def refit_best_command(
             help="Replace an earlier export of blood-automl there (never any other folder).",
         ),
     ] = False,
+    tta: Annotated[bool, typer.Option("--tta", help=TTA_HELP + " on the test split too.")] = False,
 ) -> None:
     """Retrain the best trial on train + validation, test it once, and export it.
 
     Writes model.keras (raw uint8 images in, class probabilities out), a SavedModel,
     config.json (params, study, trial, space version, data fingerprint, seed, versions),
-    metrics.json, classification_report.txt, confusion_matrix.png, training_curves.png.
+    metrics.json, classification_report.txt, confusion_matrix.png, training_curves.png,
+    data_summary.json (the training images' colours, which predict and evaluate compare with).
 
     \b
     Example:  blood-automl refit-best --study blood-automl
+    Example:  blood-automl refit-best --study blood-automl --tta
     """
     from blood_automl.export.refit import refit_best
 
-    result = refit_best(study, storage, trial_number=trial, out=out, overwrite=overwrite)
+    result = refit_best(study, storage, trial_number=trial, out=out, overwrite=overwrite, tta=tta)
     m = result.test_metrics
     typer.echo(
-        f"trial {result.trial}: validation {result.validation_value:.4f}; test accuracy "
-        f"{m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, macro F1 "
-        f"{m['macro_f1']:.4f} on {m['n']} images"
+        f"trial {result.trial}: validation {result.validation_value:.4f}; test "
+        f"{_scores(m)} on {m['n']} images"
+        + (f"; with test-time augmentation {_scores(m['tta'])}" if "tta" in m else "")
     )
     typer.echo(f"exported to {result.out}")
 
@@ -436,11 +455,15 @@ def predict_command(
         bool,
         typer.Option("--convert", help="Convert grayscale, RGBA and 16-bit images to 8-bit RGB."),
     ] = False,
+    tta: Annotated[bool, typer.Option("--tta", help=TTA_HELP + ".")] = False,
 ) -> None:
     """Predict the class of each image with an exported model; writes a CSV of probabilities.
 
+    Warns (on stderr) when the images' colours lie far from the training images'.
+
     \b
     Example:  blood-automl predict exports/blood-automl new_images/ --out predictions.csv
+    Example:  blood-automl predict exports/blood-automl new_images/ --tta
     """
     from blood_automl.export.predict import predict_images
 
@@ -452,6 +475,7 @@ def predict_command(
         overwrite=overwrite,
         resize=resize,
         convert=convert,
+        tta=tta,
     )
     typer.echo(f"{len(result)} images -> {result.out}")
     typer.echo("predicted: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
@@ -459,6 +483,84 @@ def predict_command(
         typer.echo(f"accuracy against the given labels: {result.accuracy:.4f}")
     for note in result.notes:
         typer.echo(f"note: {note}")
+    _warn(result.warning)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    export: Annotated[
+        Path,
+        typer.Argument(
+            help="An export folder of refit-best, or its model.keras.", show_default=False
+        ),
+    ],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Labelled images: an .npz (images, labels[, class_names]) or a folder of "
+            "class folders named as the model's classes.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Evaluation folder: a new or empty folder. Default: evaluations/<export name>.",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an earlier evaluation of blood-automl there (never any other folder).",
+        ),
+    ] = False,
+    tta: Annotated[bool, typer.Option("--tta", help=TTA_HELP + " as well.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 256,
+    resize: Annotated[
+        bool,
+        typer.Option("--resize", help="Resize images of another size (as training data is)."),
+    ] = False,
+    convert: Annotated[
+        bool,
+        typer.Option("--convert", help="Convert grayscale, RGBA and 16-bit images to 8-bit RGB."),
+    ] = False,
+) -> None:
+    """Score an exported model on a labelled data set with refit-best's metrics.
+
+    Writes metrics.json, per_class.csv and confusion_matrix.png, and prints the scores
+    and the per-class table. Warns (on stderr) when the images' colours lie far from
+    the training images'.
+
+    \b
+    Example:  blood-automl evaluate exports/blood-automl other_lab.npz --tta
+    """
+    from blood_automl.export.evaluate import evaluate_export, per_class_table
+
+    result = evaluate_export(
+        export,
+        data,
+        out=out,
+        tta=tta,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resize=resize,
+        convert=convert,
+    )
+    m = result.metrics
+    typer.echo(f"{m['n']} images: {_scores(m)}")
+    if "tta" in m:
+        typer.echo(f"with test-time augmentation: {_scores(m['tta'])}")
+    rows = per_class_table(m)
+    width = max(len(r[0]) for r in rows)
+    for row in rows:
+        typer.echo(f"{row[0]:<{width}}  " + "  ".join(f"{c:>9}" for c in row[1:]))
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"evaluation written to {result.out}")
+    _warn(result.warning)
 
 
 space_app = typer.Typer(

@@ -15,6 +15,8 @@ from blood_automl.outputs import write_dir
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 EXPORT_KIND = "export"
+DATA_SUMMARY_FILE = "data_summary.json"
+"""Colour and intensity statistics of the training images (:mod:`blood_automl.export.drift`)."""
 
 
 def classification_report_text(
@@ -47,12 +49,14 @@ def export_model(
     overwrite: bool = False,
     saved_model: bool = True,
     protected: Sequence[Path] = (),
+    data_summary: dict[str, Any] | None = None,
 ) -> Path:
     """Write everything refit-best promises into ``out`` (atomically) and return it.
 
     ``out`` follows the rules of :mod:`blood_automl.outputs`: a new or empty folder, or with
     ``overwrite`` an earlier export (marker ``.blood-automl-export``); never one of
-    ``protected``.
+    ``protected``. ``data_summary`` (the training images' statistics) goes to
+    ``data_summary.json`` when given.
 
     ``model.keras`` is an uncompiled copy of the model (no optimizer state, no custom
     objects), so it loads in Keras safe mode and predicts on raw uint8 images.
@@ -67,6 +71,8 @@ def export_model(
         (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (folder / "classification_report.txt").write_text(report)
+        if data_summary is not None:
+            (folder / DATA_SUMMARY_FILE).write_text(json.dumps(data_summary, indent=2) + "\n")
         title = f"trial {config.get('trial')} of study '{config.get('study')}'"
         confusion_matrix_png(
             metrics["confusion_matrix"],

@@ -30,6 +30,9 @@ from blood_automl.data.validate import (
     to_rgb_uint8,
 )
 from blood_automl.errors import ConfigError, DataError
+from blood_automl.export.bundle import DATA_SUMMARY_FILE
+from blood_automl.export.drift import read_summary, shift_warning
+from blood_automl.export.tta import predict_tta
 from blood_automl.outputs import check_output_file, csv_cell, write_file
 from blood_automl.trainer.quiet import import_tensorflow_quietly
 
@@ -47,6 +50,7 @@ class ExportedModel:
     class_names: tuple[str, ...]
     image_size: int
     config: dict[str, Any]
+    data_summary: dict[str, Any] | None = None  # the training images' statistics, if stored
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +82,7 @@ class PredictResult:
     accuracy: float | None
     counts: dict[str, int]
     notes: tuple[str, ...]
+    warning: str | None = None  # the images differ from the training images (drift)
 
     def __len__(self) -> int:
         return int(self.predicted.shape[0])
@@ -92,6 +97,7 @@ def predict_images(
     overwrite: bool = False,
     resize: bool = False,
     convert: bool = False,
+    tta: bool = False,
 ) -> PredictResult:
     """Predict every image of ``data`` with an exported model and write a CSV.
 
@@ -106,6 +112,9 @@ def predict_images(
     regular file is replaced only with ``overwrite``, anything else never; see
     :mod:`blood_automl.outputs`) has ``index, source, [true,] predicted, confidence,
     p_<class>...``; text cells that start like a formula get a leading ``'``.
+    With ``tta`` the probabilities are the mean over the 8 dihedral views of each image
+    (:mod:`blood_automl.export.tta`). ``warning`` says how the images differ from the
+    model's training images when the export holds their statistics and they lie far away.
     Raises :class:`DataError` for a bad model or data, :class:`ConfigError` for bad options.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -117,7 +126,7 @@ def predict_images(
         data, exported.image_size, exported.class_names, resize=resize, convert=convert
     )
     model = load_model(exported)
-    probs = _predict(model, np.asarray(found.images), batch_size, exported)
+    probs = _predict(model, np.asarray(found.images), batch_size, exported, tta=tta)
     predicted = probs.argmax(axis=1)
     accuracy = None
     if found.labels is not None:
@@ -135,6 +144,7 @@ def predict_images(
         accuracy=accuracy,
         counts={n: int(c) for n, c in zip(exported.class_names, counts, strict=True)},
         notes=tuple(found.notes),
+        warning=shift_warning(exported.data_summary, np.asarray(found.images)),
     )
 
 
@@ -194,7 +204,8 @@ def read_export(path: Path) -> ExportedModel:
             f"[{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], but is {_short(size)}; "
             f"re-export the model with `blood-automl refit-best`"
         )
-    return ExportedModel(model_file, tuple(names), size, config)
+    summary = read_summary(model_file.parent / DATA_SUMMARY_FILE)
+    return ExportedModel(model_file, tuple(names), size, config, summary)
 
 
 def _short(value: Any) -> str:
@@ -249,13 +260,16 @@ def load_model(exported: ExportedModel) -> Any:
 
 
 def _predict(
-    model: Any, images: np.ndarray, batch_size: int, exported: ExportedModel
+    model: Any, images: np.ndarray, batch_size: int, exported: ExportedModel, *, tta: bool = False
 ) -> np.ndarray:
-    parts = [
-        np.asarray(model.predict_on_batch(images[i : i + batch_size].astype(np.float32)))
-        for i in range(0, images.shape[0], batch_size)
-    ]
-    probs = np.concatenate(parts).astype(np.float32, copy=False)
+    if tta:
+        probs = predict_tta(model, images, batch_size)
+    else:
+        parts = [
+            np.asarray(model.predict_on_batch(images[i : i + batch_size].astype(np.float32)))
+            for i in range(0, images.shape[0], batch_size)
+        ]
+        probs = np.concatenate(parts).astype(np.float32, copy=False)
     sums = probs.sum(axis=1)
     if not np.isfinite(probs).all() or (probs < 0).any() or np.abs(sums - 1.0).max() > 1e-2:
         raise DataError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from blood_automl.analysis.report import study_paths
 from blood_automl.data import load_prepared
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.export.bundle import EXPORT_KIND, classification_report_text, export_model
+from blood_automl.export.drift import summarize
+from blood_automl.export.tta import predict_tta
 from blood_automl.outputs import check_output_dir
 from blood_automl.spaces import Space, TrialConfig, suggest
 from blood_automl.studies import (
@@ -41,6 +44,16 @@ class RefitResult:
     validation_value: float
     test_metrics: dict[str, Any]
     seconds: float
+
+
+def tta_metrics(
+    model: Any, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
+) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro F1 of the 8-view test-time augmentation."""
+    from blood_automl.trainer import compute_metrics
+
+    found = compute_metrics(labels, predict_tta(model, np.asarray(images)), class_names)
+    return {k: found[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
 
 
 def config_of_trial(
@@ -74,6 +87,7 @@ def refit_best(
     trial_number: int | None = None,
     out: Path | None = None,
     overwrite: bool = False,
+    tta: bool = False,
 ) -> RefitResult:
     """Retrain the best (or the given) completed trial on train + validation and export it.
 
@@ -82,6 +96,11 @@ def refit_best(
     completed trial, ``out`` may not be written (checked first, before anything is loaded:
     see :mod:`blood_automl.outputs`), or the study's prepared data is missing or does not
     match its fingerprint.
+
+    With ``tta`` the test split is also scored with test-time augmentation (the mean over
+    the 8 dihedral views, :mod:`blood_automl.export.tta`); its accuracy, balanced accuracy
+    and macro F1 go to ``metrics["tta"]``. The export holds the training images' colour
+    statistics (``data_summary.json``) that predict and evaluate compare new images with.
     """
     out = Path(out) if out is not None else Path("exports") / study_name
     protected = study_paths(storage_url, study_name)
@@ -127,6 +146,8 @@ def refit_best(
     probs = trainer.predict(result.model, data.x_test)
     metrics = trainer.compute_metrics(data.y_test, probs, data.class_names)
     metrics["split"] = "test"
+    if tta:
+        metrics["tta"] = tta_metrics(result.model, data.x_test, data.y_test, data.class_names)
     provenance = {
         "study": study_name,
         "storage": mask_url(storage_url) if storage_url else "default",
@@ -158,6 +179,7 @@ def refit_best(
         class_names=data.class_names,
         overwrite=overwrite,
         protected=protected,
+        data_summary=summarize(x),
     )
     refit = RefitRecord(
         test_accuracy=metrics["accuracy"],
