@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from blood_automl.export.calibration import (
     N_BINS,
     apply_temperature,
+    at_bound,
     calibrate,
     calibration_metrics,
     expected_calibration_error,
@@ -79,6 +81,15 @@ def test_fit_of_calibrated_and_under_confident_probabilities() -> None:
     logits, labels = _calibrated(6000, seed=2)
     assert fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.1)
     assert fit_temperature(0.5 * logits, labels) == pytest.approx(0.5, rel=0.1)
+    assert not at_bound(fit_temperature(logits, labels))
+
+
+def test_logits_that_know_nothing_end_at_the_upper_bound() -> None:
+    rng = np.random.default_rng(6)
+    logits, labels = rng.normal(size=(2000, 8)), rng.integers(0, 8, 2000)
+    t = fit_temperature(logits, labels)
+    assert at_bound(t) and t == pytest.approx(100.0, rel=1e-3)
+    assert negative_log_likelihood(logits, labels, t) == pytest.approx(np.log(8), abs=1e-3)
 
 
 def test_apply_temperature_divides_the_logits() -> None:
@@ -189,6 +200,9 @@ def test_model_card_says_what_the_model_is_and_how_to_use_it() -> None:
         "(N, 96, 96, 3)",
     ):
         assert expected in text, expected
+    assert "search interval" not in text
+    chance = dict(metrics, calibration=dict(cal, temperature=100.0, temperature_at_bound=True))
+    assert "search interval (0.01 to 100)" in model_card(_export_config(), chance)
     plain = dict(metrics, calibration=calibration_metrics(None, np.eye(2), None, np.arange(2)))
     assert "--no-calibration" in model_card(_export_config(), plain)
 
@@ -213,7 +227,7 @@ def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (centres[labels] + rng.normal(size=(n, 4))).astype(np.float32), labels
 
 
-def _over_confident_model() -> object:
+def _over_confident_model() -> Any:
     """Logistic regression as a Keras model (``logits`` -> ``probabilities``), logits x 10."""
     import keras
     from sklearn.linear_model import LogisticRegression
@@ -240,7 +254,7 @@ def test_tiny_over_confident_keras_model_gets_t_above_one_and_lower_ece() -> Non
     assert fitted.validation_nll_after < fitted.validation_nll_before
 
     calibrated = with_temperature(model, fitted.temperature)
-    before = np.asarray(model.predict(x_test, verbose=0))  # type: ignore[attr-defined]
+    before = np.asarray(model.predict(x_test, verbose=0))
     after = np.asarray(calibrated.predict(x_test, verbose=0))
     ece_before = expected_calibration_error(before, y_test)
     ece_after = expected_calibration_error(after, y_test)

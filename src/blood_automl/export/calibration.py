@@ -142,6 +142,12 @@ def ece_of_bins(bins: Sequence[dict[str, Any]]) -> float:
     )
 
 
+def at_bound(temperature: float) -> bool:
+    """Whether ``T`` is at an end of :data:`LOG_T_BOUNDS` (predictions near chance, or all sure)."""
+    log_t = math.log(temperature)
+    return min(abs(log_t - LOG_T_BOUNDS[0]), abs(log_t - LOG_T_BOUNDS[1])) < 1e-3
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A fitted temperature and what it did on the validation split (where it was fitted)."""
@@ -190,6 +196,7 @@ def calibration_metrics(
     entry.update(
         {
             "temperature": calibration.temperature,
+            "temperature_at_bound": at_bound(calibration.temperature),
             "fitted_on": "validation split, predicted by the same configuration trained on "
             "the train split only (same epochs and seed)",
             "n_validation": calibration.n_validation,

@@ -134,14 +134,26 @@ def _calibration(metrics: Mapping[str, Any]) -> list[str]:
         *lines,
         f"The probabilities are temperature-scaled: the logits are divided by T = "
         f"{_f(cal.get('temperature'))} inside the model. T was fitted on the validation split "
-        "as predicted by the same configuration trained on the train split only (so the fit "
-        "never saw its own training images), by minimising the negative log-likelihood "
+        "as predicted by the same configuration trained on the train split only (so T is "
+        "fitted on images its model never trained on), by minimising the negative log-likelihood "
         f"({_f(cal.get('validation_nll_before'))} -> {_f(cal.get('validation_nll_after'))}). "
         "A temperature does not change the predicted class, so accuracy is unchanged.",
+        *_bound_warning(cal),
         "",
         f"Test expected calibration error ({bins} equal-width bins): "
         f"{_f(cal.get('test_ece_before'))} before, {_f(cal.get('test_ece_after'))} after; "
         "see `reliability_diagram.png`.",
+    ]
+
+
+def _bound_warning(cal: Mapping[str, Any]) -> list[str]:
+    if not cal.get("temperature_at_bound"):
+        return []
+    return [
+        "",
+        "**T is at an end of its search interval (0.01 to 100)**: the validation predictions "
+        "were near chance (or all right and sure), so the calibrated probabilities are close "
+        "to uniform (or to 0 and 1); check the model before any use.",
     ]
 
 
@@ -157,8 +169,8 @@ def _limits() -> list[str]:
         "its accuracy a lot without any warning sign. **Check it on your own labelled images "
         "first** (e.g. `blood-automl predict` on class folders reports the accuracy).",
         "- It knows only the classes above: any other cell, artefact or image gets one of them.",
-        "- The probabilities are calibrated on this data set; on other data they can again be "
-        "over- or under-confident.",
+        "- Its confidence was measured (and calibrated) on this data set; on other data it can "
+        "be over- or under-confident.",
     ]
 
 
