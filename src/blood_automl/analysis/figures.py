@@ -1,4 +1,4 @@
-"""PNG figures for people: confusion matrix, learning curves, reliability diagram (matplotlib, Agg)."""
+"""PNG figures for people: confusion matrix, learning curves, reliability diagram (matplotlib)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Export of a refit model: model.keras, a SavedModel, config/metrics JSON, model card, report, figures."""
+"""Export of a refit model: model.keras, SavedModel, JSON, model card, report and figures."""
 
 from __future__ import annotations
 

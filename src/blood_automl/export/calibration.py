@@ -4,11 +4,12 @@ The temperature ``T`` is fitted on validation logits of a model that never saw t
 validation split (the "calibration twin", trained on the train split alone with the refit's
 configuration, epochs and seed), by minimising the validation negative log-likelihood of
 ``softmax(z / T)`` over its logits ``z`` (logits, not probabilities: a float32 softmax
-rounds the small probabilities of an over-confident model to 0, which would bias ``T``). It is then folded into the exported model, which was trained on
-train + validation, as a division of its logits by ``T`` (built-in Keras layers only, so
-the model keeps loading in Keras safe mode with no code of this package). A positive ``T``
-does not change which class is largest, so accuracy stays the same. The test split is only
-ever measured, never fitted on.
+rounds the small probabilities of an over-confident model to 0, which would bias ``T``).
+It is then folded into the exported model, which was trained on train + validation, as a
+division of its logits by ``T`` (built-in Keras layers only, so the model keeps loading in
+Keras safe mode with no code of this package). A positive ``T`` does not change which
+class is largest, so accuracy stays the same. The test split is only ever measured, never
+fitted on.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 def log_probabilities(probs: np.ndarray) -> np.ndarray:
-    """``log(p)``, clipped at ``1e-12``: logits of ``probs`` when the real logits are not at hand."""
+    """``log(p)`` clipped at ``1e-12``: logits of ``probs`` when the real logits are not at hand."""
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), _TINY, 1.0))
 
 

@@ -194,7 +194,8 @@ def _loading(config: Mapping[str, Any]) -> list[str]:
 
 def model_card(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
     """The Markdown text of MODEL_CARD.md from an export's config.json and metrics.json."""
-    title = f"# Model card: blood-cell classifier (study `{config.get('study')}`, trial {config.get('trial')})"
+    study, trial = config.get("study"), config.get("trial")
+    title = f"# Model card: blood-cell classifier (study `{study}`, trial {trial})"
     sections = [
         _what(config),
         _data(config),
