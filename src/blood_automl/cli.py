@@ -327,14 +327,24 @@ def refit_best_command(
             help="Replace an earlier export of blood-automl there (never any other folder).",
         ),
     ] = False,
+    no_calibration: Annotated[
+        bool,
+        typer.Option(
+            "--no-calibration",
+            help="Skip the temperature calibration (it trains the configuration a second "
+            "time, on the train split, to fit the temperature on the validation split).",
+        ),
+    ] = False,
     tta: Annotated[bool, typer.Option("--tta", help=TTA_HELP + " on the test split too.")] = False,
 ) -> None:
     """Retrain the best trial on train + validation, test it once, and export it.
 
-    Writes model.keras (raw uint8 images in, class probabilities out), a SavedModel,
-    config.json (params, study, trial, space version, data fingerprint, seed, versions),
-    metrics.json, classification_report.txt, confusion_matrix.png, training_curves.png,
-    data_summary.json (the training images' colours, which predict and evaluate compare with).
+    Writes model.keras (raw uint8 images in, calibrated class probabilities out), a
+    SavedModel, config.json (params, study, trial, space version, data fingerprint, seed,
+    temperature, versions), metrics.json (with test ECE before / after calibration),
+    MODEL_CARD.md, classification_report.txt, confusion_matrix.png, training_curves.png,
+    reliability_diagram.png, data_summary.json (the training images' colours, which predict
+    and evaluate compare with).
 
     \b
     Example:  blood-automl refit-best --study blood-automl
@@ -342,13 +352,27 @@ def refit_best_command(
     """
     from blood_automl.export.refit import refit_best
 
-    result = refit_best(study, storage, trial_number=trial, out=out, overwrite=overwrite, tta=tta)
+    result = refit_best(
+        study,
+        storage,
+        trial_number=trial,
+        out=out,
+        overwrite=overwrite,
+        calibrate=not no_calibration,
+        tta=tta,
+    )
     m = result.test_metrics
     typer.echo(
         f"trial {result.trial}: validation {result.validation_value:.4f}; test "
         f"{_scores(m)} on {m['n']} images"
         + (f"; with test-time augmentation {_scores(m['tta'])}" if "tta" in m else "")
     )
+    cal = result.calibration or {}
+    if "temperature" in cal:
+        typer.echo(
+            f"calibrated: temperature {cal['temperature']:.3f}; test ECE "
+            f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}"
+        )
     typer.echo(f"exported to {result.out}")
 
 

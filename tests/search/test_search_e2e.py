@@ -81,6 +81,8 @@ def test_search_resume_refit_and_exported_model(small_real_npz: Path, tmp_path: 
         "classification_report.txt",
         "confusion_matrix.png",
         "training_curves.png",
+        "MODEL_CARD.md",
+        "reliability_diagram.png",
     }
     assert expected_files <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
@@ -98,6 +100,17 @@ def test_search_resume_refit_and_exported_model(small_real_npz: Path, tmp_path: 
         ]
     )
     assert refit_attr["test_accuracy"] == metrics["accuracy"]
+    # Calibrated by default: a temperature fitted on the validation split, test ECE reported.
+    calibration = metrics["calibration"]
+    assert calibration["method"] == "temperature" and calibration["temperature"] > 0
+    assert calibration["temperature"] == config["temperature"]
+    assert calibration["validation_nll_after"] <= calibration["validation_nll_before"]
+    assert {"test_ece_before", "test_ece_after"} <= set(calibration)
+    assert f"T = {calibration['temperature']:.4f}" in (out / "MODEL_CARD.md").read_text()
+    print(
+        f"refit calibration: T={calibration['temperature']:.3f}, test ECE "
+        f"{calibration['test_ece_before']:.4f} -> {calibration['test_ece_after']:.4f}"
+    )
 
     # A second refit into the same folder is refused and leaves it as it was.
     again = run_cli("refit-best", "--study", STUDY, "--storage", _storage(tmp_path), cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""PNG figures for people: confusion matrix and learning curves (matplotlib, no display needed)."""
+"""PNG figures for people: confusion matrix, learning curves, reliability diagram (matplotlib)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,51 @@ def curves_png(history: Sequence[dict[str, Any]], path: Path, title: str) -> Pat
     ax_loss.set_title("loss")
     ax_acc.set_title("accuracy")
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def reliability_png(
+    curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path, title: str
+) -> Path:
+    """Write a reliability diagram: accuracy against mean confidence per confidence bin.
+
+    ``curves`` are ``(label, bins)`` pairs, each bin a dict with ``lo``, ``hi``, ``count``,
+    ``confidence`` and ``accuracy`` (empty bins are not drawn); the diagonal is perfect
+    calibration. A lower panel shows how many images fall in each bin.
+    """
+    plt = _pyplot()
+    fig, (ax, ax_count) = plt.subplots(
+        2, 1, figsize=(5.2, 6.0), dpi=100, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    width = 1.0 / max(len(curves[0][1]), 1) if curves else 0.0
+    for k, (label, bins) in enumerate(curves):
+        full = [b for b in bins if int(b["count"]) > 0]
+        ax.plot(
+            [b["confidence"] for b in full],
+            [b["accuracy"] for b in full],
+            marker="o",
+            label=label,
+        )
+        share = width / max(len(curves), 1)
+        ax_count.bar(
+            [float(b["lo"]) + share * (k + 0.5) for b in bins],
+            [int(b["count"]) for b in bins],
+            width=share,
+            label=label,
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    ax_count.set_xlabel("confidence (largest class probability)")
+    ax_count.set_ylabel("images")
+    ax_count.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""Export of a refit model: model.keras, a SavedModel, config/metrics JSON, report and figures."""
+"""Export of a refit model: model.keras, SavedModel, JSON, model card, report and figures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from blood_automl.analysis.figures import confusion_matrix_png, curves_png
+from blood_automl.analysis.figures import confusion_matrix_png, curves_png, reliability_png
+from blood_automl.export.card import model_card
 from blood_automl.outputs import write_dir
 
 MODEL_FILE = "model.keras"
@@ -17,6 +18,8 @@ SAVED_MODEL_DIR = "saved_model"
 EXPORT_KIND = "export"
 DATA_SUMMARY_FILE = "data_summary.json"
 """Colour and intensity statistics of the training images (:mod:`blood_automl.export.drift`)."""
+MODEL_CARD_FILE = "MODEL_CARD.md"
+RELIABILITY_FILE = "reliability_diagram.png"
 
 
 def classification_report_text(
@@ -81,5 +84,25 @@ def export_model(
             f"{title} (test split)",
         )
         curves_png(history, folder / "training_curves.png", f"{title}: refit on train + validation")
+        (folder / MODEL_CARD_FILE).write_text(model_card(config, metrics))
+        if "calibration" in metrics:
+            reliability_diagram(metrics["calibration"], folder / RELIABILITY_FILE, title)
 
     return write_dir(out, EXPORT_KIND, fill, overwrite=overwrite, protected=protected)
+
+
+def reliability_diagram(calibration: dict[str, Any], path: Path, title: str) -> Path:
+    """The test split's reliability diagram before (and after) calibration, ECE in the legend."""
+    curves = [
+        (
+            f"{'before' if 'test_reliability_after' in calibration else 'model'} "
+            f"(ECE {calibration['test_ece_before']:.4f})",
+            calibration["test_reliability_before"],
+        )
+    ]
+    if "test_reliability_after" in calibration:
+        label = (
+            f"after, T = {calibration['temperature']:.3f} (ECE {calibration['test_ece_after']:.4f})"
+        )
+        curves.append((label, calibration["test_reliability_after"]))
+    return reliability_png(curves, path, f"{title}: test split")

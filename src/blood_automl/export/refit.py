@@ -15,6 +15,8 @@ from blood_automl.analysis.report import study_paths
 from blood_automl.data import load_prepared
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.export.bundle import EXPORT_KIND, classification_report_text, export_model
+from blood_automl.export.calibration import calibration_metrics, twin_calibration, with_temperature
+from blood_automl.export.card import manifest_summary
 from blood_automl.export.drift import summarize
 from blood_automl.export.tta import predict_tta
 from blood_automl.outputs import check_output_dir
@@ -44,6 +46,7 @@ class RefitResult:
     validation_value: float
     test_metrics: dict[str, Any]
     seconds: float
+    calibration: dict[str, Any] | None = None
 
 
 def tta_metrics(
@@ -87,6 +90,7 @@ def refit_best(
     trial_number: int | None = None,
     out: Path | None = None,
     overwrite: bool = False,
+    calibrate: bool = True,
     tta: bool = False,
 ) -> RefitResult:
     """Retrain the best (or the given) completed trial on train + validation and export it.
@@ -96,6 +100,10 @@ def refit_best(
     completed trial, ``out`` may not be written (checked first, before anything is loaded:
     see :mod:`blood_automl.outputs`), or the study's prepared data is missing or does not
     match its fingerprint.
+
+    With ``calibrate``, a temperature is fitted first (see :mod:`blood_automl.export.calibration`:
+    a twin trained on the train split, fitted on the validation split) and folded into the
+    exported model; metrics.json's ``calibration`` holds it with the test ECE before and after.
 
     With ``tta`` the test split is also scored with test-time augmentation (the mean over
     the 8 dihedral views, :mod:`blood_automl.export.tta`); its accuracy, balanced accuracy
@@ -132,6 +140,13 @@ def refit_best(
     import_tensorflow_quietly()  # its start-up lines stay out of the terminal
     from blood_automl import trainer
 
+    fitted = (
+        twin_calibration(
+            config, data, weights=weights, seed=seed, epochs=(int(epochs[0]), int(epochs[1]))
+        )
+        if calibrate
+        else None
+    )
     x = np.concatenate([np.asarray(data.x_train), np.asarray(data.x_val)])
     y = np.concatenate([np.asarray(data.y_train), np.asarray(data.y_val)])
     result = trainer.train(
@@ -146,18 +161,25 @@ def refit_best(
     probs = trainer.predict(result.model, data.x_test)
     metrics = trainer.compute_metrics(data.y_test, probs, data.class_names)
     metrics["split"] = "test"
+    model, calibrated = result.model, None
+    if fitted is not None:
+        model = with_temperature(result.model, fitted.temperature)
+        calibrated = trainer.predict(model, data.x_test)
+    metrics["calibration"] = calibration_metrics(fitted, probs, calibrated, data.y_test)
     if tta:
-        metrics["tta"] = tta_metrics(result.model, data.x_test, data.y_test, data.class_names)
+        metrics["tta"] = tta_metrics(model, data.x_test, data.y_test, data.class_names)
     provenance = {
         "study": study_name,
         "storage": mask_url(storage_url) if storage_url else "default",
         "trial": trial.number,
+        "finished_trials": sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)),
         "params": dict(trial.params),
         "config": config.to_dict(),
         "validation": {"objective": stored.objective, "value": trial.value},
         "space_name": space.name,
         "space_version": space.version,
         "data_fingerprint": data.fingerprint,
+        "data": manifest_summary(data.manifest),
         "class_names": list(data.class_names),
         "image_size": data.image_size,
         "weights": weights,
@@ -165,13 +187,14 @@ def refit_best(
         "epochs": {"head": int(epochs[0]), "finetune": int(epochs[1])},
         "trained_on": {"train": len(data.y_train), "validation": len(data.y_val)},
         "tested_on": len(data.y_test),
+        "temperature": fitted.temperature if fitted is not None else None,
         "versions": package_versions(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     report = classification_report_text(data.y_test, probs, data.class_names)
     export_model(
         out,
-        model=result.model,
+        model=model,
         config=provenance,
         metrics=metrics,
         report=report,
@@ -196,4 +219,5 @@ def refit_best(
         validation_value=float(trial.value or 0.0),
         test_metrics=metrics,
         seconds=result.seconds,
+        calibration=metrics["calibration"],
     )
