@@ -447,14 +447,22 @@ def report_command(
         typer.echo(f"note: {note}")
 
 
+ExportArgument = Annotated[
+    Path,
+    typer.Argument(help="An export folder of refit-best, or its model.keras.", show_default=False),
+]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+ResizeOption = Annotated[
+    bool, typer.Option("--resize", help="Resize images of another size (as training data is).")
+]
+ConvertImagesOption = Annotated[
+    bool, typer.Option("--convert", help="Convert grayscale, RGBA and 16-bit images to 8-bit RGB.")
+]
+
+
 @app.command("predict")
 def predict_command(
-    model: Annotated[
-        Path,
-        typer.Argument(
-            help="An export folder of refit-best, or its model.keras.", show_default=False
-        ),
-    ],
+    model: ExportArgument,
     data: Annotated[
         str,
         typer.Argument(
@@ -470,15 +478,9 @@ def predict_command(
         bool,
         typer.Option("--overwrite", help="Replace an existing CSV (a regular file only)."),
     ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 256,
-    resize: Annotated[
-        bool,
-        typer.Option("--resize", help="Resize images of another size (as training data is)."),
-    ] = False,
-    convert: Annotated[
-        bool,
-        typer.Option("--convert", help="Convert grayscale, RGBA and 16-bit images to 8-bit RGB."),
-    ] = False,
+    batch_size: BatchSizeOption = 256,
+    resize: ResizeOption = False,
+    convert: ConvertImagesOption = False,
     tta: Annotated[bool, typer.Option("--tta", help=TTA_HELP + ".")] = False,
 ) -> None:
     """Predict the class of each image with an exported model; writes a CSV of probabilities.
@@ -512,12 +514,7 @@ def predict_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    export: Annotated[
-        Path,
-        typer.Argument(
-            help="An export folder of refit-best, or its model.keras.", show_default=False
-        ),
-    ],
+    export: ExportArgument,
     data: Annotated[
         str,
         typer.Argument(
@@ -542,15 +539,9 @@ def evaluate_command(
         ),
     ] = False,
     tta: Annotated[bool, typer.Option("--tta", help=TTA_HELP + " as well.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 256,
-    resize: Annotated[
-        bool,
-        typer.Option("--resize", help="Resize images of another size (as training data is)."),
-    ] = False,
-    convert: Annotated[
-        bool,
-        typer.Option("--convert", help="Convert grayscale, RGBA and 16-bit images to 8-bit RGB."),
-    ] = False,
+    batch_size: BatchSizeOption = 256,
+    resize: ResizeOption = False,
+    convert: ConvertImagesOption = False,
 ) -> None:
     """Score an exported model on a labelled data set with refit-best's metrics.
 
