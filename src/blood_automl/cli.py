@@ -373,6 +373,13 @@ def refit_best_command(
             f"calibrated: temperature {cal['temperature']:.3f}; test ECE "
             f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}"
         )
+        if cal.get("temperature_at_bound"):
+            typer.echo(
+                "warning: the temperature is at an end of its range: the validation predictions "
+                "were near chance (or all sure and right); check the model before any use "
+                "(see MODEL_CARD.md)",
+                err=True,
+            )
     typer.echo(f"exported to {result.out}")
 
 

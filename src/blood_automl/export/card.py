@@ -166,8 +166,9 @@ def _limits() -> list[str]:
         "patient.",
         "- It was trained on one laboratory's images: one stain, one microscope and scanner, "
         "one way of cropping cells. Other stains, scanners, magnifications or crops can lower "
-        "its accuracy a lot without any warning sign. **Check it on your own labelled images "
-        "first** (e.g. `blood-automl predict` on class folders reports the accuracy).",
+        "its accuracy a lot while its confidence stays high. **Check it on your own labelled images "
+        "first** (`blood-automl evaluate <this folder> <labelled images>` scores it and warns when "
+        "their colours differ from the training images').",
         "- It knows only the classes above: any other cell, artefact or image gets one of them.",
         "- Its confidence was measured (and calibrated) on this data set; on other data it can "
         "be over- or under-confident.",
