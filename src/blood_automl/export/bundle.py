@@ -53,13 +53,17 @@ def export_model(
     saved_model: bool = True,
     protected: Sequence[Path] = (),
     data_summary: dict[str, Any] | None = None,
+    test_images: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
 ) -> Path:
     """Write everything refit-best promises into ``out`` (atomically) and return it.
 
     ``out`` follows the rules of :mod:`blood_automl.outputs`: a new or empty folder, or with
     ``overwrite`` an earlier export (marker ``.blood-automl-export``); never one of
     ``protected``. ``data_summary`` (the training images' statistics) goes to
-    ``data_summary.json`` when given.
+    ``data_summary.json`` when given. ``test_images`` and ``test_labels`` (the test split,
+    uint8 images as the model takes them) are what the figures and checks made from the
+    exported model's own predictions use.
 
     ``model.keras`` is an uncompiled copy of the model (no optimizer state, no custom
     objects), so it loads in Keras safe mode and predicts on raw uint8 images.

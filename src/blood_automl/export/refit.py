@@ -203,6 +203,8 @@ def refit_best(
         overwrite=overwrite,
         protected=protected,
         data_summary=summarize(x),
+        test_images=np.asarray(data.x_test),
+        test_labels=np.asarray(data.y_test),
     )
     refit = RefitRecord(
         test_accuracy=metrics["accuracy"],
