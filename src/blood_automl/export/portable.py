@@ -356,7 +356,7 @@ def open_portable(path: Path, image_size: int, n_classes: int) -> Runner:
     except Exception as e:  # each runtime raises its own kinds for a file it cannot read
         text = " ".join(str(e).split())[:160]
         raise DataError(
-            f"{path} is not a {fmt.label} model that {fmt.runs_with} can load "
+            f"{path} cannot be loaded by {fmt.runs_with} as a {fmt.label} model "
             f"({type(e).__name__}: {text}); use the {fmt.file} exported by "
             f"`blood-automl refit-best`"
         ) from None
