@@ -106,10 +106,15 @@ class LiteRTRunner:
 
     def predict_on_batch(self, images: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(images, dtype=np.float32)
-        if self._allocated != batch.shape:
+        if self._allocated == batch.shape:
+            return self._invoke(batch)
+        with _silenced():  # the first run announces its CPU delegate on stderr
             self.interpreter.resize_tensor_input(self.input["index"], list(batch.shape))
             self.interpreter.allocate_tensors()
             self._allocated = batch.shape
+            return self._invoke(batch)
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self.input["index"], batch)
         self.interpreter.invoke()
         return np.array(self.interpreter.get_tensor(self.output["index"]))
