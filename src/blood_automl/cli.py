@@ -340,7 +340,7 @@ def refit_best_command(
     """Retrain the best trial on train + validation, test it once, and export it.
 
     Writes model.keras (raw uint8 images in, calibrated class probabilities out), a
-    SavedModel, config.json (params, study, trial, space version, data fingerprint, seed,
+    SavedModel, model.tflite and model.onnx (checked against model.keras on the test split), config.json (params, study, trial, space version, data fingerprint, seed,
     temperature, versions), metrics.json (with test ECE before / after calibration),
     MODEL_CARD.md, classification_report.txt, confusion_matrix.png, training_curves.png,
     reliability_diagram.png, data_summary.json (the training images' colours, which predict
@@ -350,6 +350,7 @@ def refit_best_command(
     Example:  blood-automl refit-best --study blood-automl
     Example:  blood-automl refit-best --study blood-automl --tta
     """
+    from blood_automl.export.portable import portable_warnings
     from blood_automl.export.refit import refit_best
 
     result = refit_best(
@@ -380,6 +381,8 @@ def refit_best_command(
                 "(see MODEL_CARD.md)",
                 err=True,
             )
+    for line in portable_warnings(m):
+        _warn(line)
     typer.echo(f"exported to {result.out}")
 
 
@@ -456,7 +459,10 @@ def report_command(
 
 ExportArgument = Annotated[
     Path,
-    typer.Argument(help="An export folder of refit-best, or its model.keras.", show_default=False),
+    typer.Argument(
+        help="An export folder of refit-best, or its model.keras, model.tflite or model.onnx.",
+        show_default=False,
+    ),
 ]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 ResizeOption = Annotated[

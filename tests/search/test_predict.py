@@ -200,7 +200,9 @@ def test_files_that_are_not_models_are_refused(export: Path, tmp_path: Path) -> 
         assert "\n" not in str(e.value), name
     h5 = tmp_path / "model.h5"
     h5.write_bytes(b"\x89HDF\r\n\x1a\n")
-    with pytest.raises(DataError, match=r"model.h5 is not a .keras model file"):
+    with pytest.raises(
+        DataError, match=r"model.h5 is not a model file of refit-best \(.keras, .tflite or .onnx\)"
+    ):
         predict_images(h5, tmp_path / "d.npz", out=tmp_path / "p.csv")
     with pytest.raises(DataError, match=r"holds no model.keras"):
         predict_images(tmp_path, tmp_path / "d.npz", out=tmp_path / "p.csv")

@@ -1,4 +1,4 @@
-"""Export of a refit model: model.keras, SavedModel, JSON, model card, report and figures."""
+"""Export of a refit model: model.keras, SavedModel, ONNX, LiteRT, JSON, card, report, figures."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from blood_automl.analysis.figures import confusion_matrix_png, curves_png, reliability_png
 from blood_automl.export.card import model_card
+from blood_automl.export.portable import write_portable
 from blood_automl.outputs import write_dir
 
 MODEL_FILE = "model.keras"
@@ -55,6 +56,7 @@ def export_model(
     data_summary: dict[str, Any] | None = None,
     test_images: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
+    portable: bool = True,
 ) -> Path:
     """Write everything refit-best promises into ``out`` (atomically) and return it.
 
@@ -64,6 +66,10 @@ def export_model(
     ``data_summary.json`` when given. ``test_images`` and ``test_labels`` (the test split,
     uint8 images as the model takes them) are what the figures and checks made from the
     exported model's own predictions use.
+
+    With ``portable``, model.onnx and model.tflite are written too and checked against the
+    model on ``test_images`` (:mod:`blood_automl.export.portable`); ``metrics`` gains
+    ``portable`` (how each went, why a file is missing) before metrics.json is written.
 
     ``model.keras`` is an uncompiled copy of the model (no optimizer state, no custom
     objects), so it loads in Keras safe mode and predicts on raw uint8 images.
@@ -75,6 +81,8 @@ def export_model(
         inference.save(folder / MODEL_FILE)
         if saved_model:
             inference.export(str(folder / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+        if portable:
+            metrics["portable"] = write_portable(folder, inference, test_images)
         (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (folder / "classification_report.txt").write_text(report)

@@ -26,9 +26,10 @@ from blood_automl.data.validate import fail, to_labels
 from blood_automl.errors import ConfigError
 from blood_automl.export.drift import shift_warning
 from blood_automl.export.predict import (
+    MODEL_SUFFIXES,
     _image_files,
     _predict,
-    load_model,
+    load_runner,
     read_export,
     read_images,
 )
@@ -56,9 +57,9 @@ class EvaluationResult:
 
 
 def default_out(export: str | Path) -> Path:
-    """``evaluations/<export folder name>`` for an export folder or its model.keras."""
+    """``evaluations/<export folder name>`` for an export folder or one of its model files."""
     path = Path(os.path.abspath(export))
-    folder = path if path.is_dir() or path.suffix != ".keras" else path.parent
+    folder = path if path.is_dir() or path.suffix not in MODEL_SUFFIXES else path.parent
     return DEFAULT_ROOT / (folder.name or "export")
 
 
@@ -93,7 +94,7 @@ def evaluate_export(
     if found.labels is None:
         raise fail(str(data), "has no labels, so there is nothing to score against", _NEEDS_LABELS)
     images = np.asarray(found.images)
-    model = load_model(exported)
+    model = load_runner(exported)
     from blood_automl.trainer import compute_metrics
 
     probs = _predict(model, images, batch_size, exported)

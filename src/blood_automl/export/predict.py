@@ -32,6 +32,13 @@ from blood_automl.data.validate import (
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.export.bundle import DATA_SUMMARY_FILE
 from blood_automl.export.drift import read_summary, shift_warning
+from blood_automl.export.portable import (
+    PORTABLE_SUFFIXES,
+    KerasRunner,
+    Runner,
+    open_portable,
+    predict_all,
+)
 from blood_automl.export.tta import predict_tta
 from blood_automl.outputs import check_output_file, csv_cell, write_file
 from blood_automl.trainer.quiet import import_tensorflow_quietly
@@ -39,7 +46,11 @@ from blood_automl.trainer.quiet import import_tensorflow_quietly
 DEFAULT_OUT = Path("predictions.csv")
 """Where predictions go unless ``--out`` says otherwise (the working directory)."""
 
-_MAKE_MODEL = "give the model.keras (or its folder) exported by `blood-automl refit-best`"
+_MAKE_MODEL = (
+    "give the model.keras, model.tflite or model.onnx (or their folder) exported by "
+    "`blood-automl refit-best`"
+)
+MODEL_SUFFIXES = (".keras", *PORTABLE_SUFFIXES)
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,7 +112,8 @@ def predict_images(
 ) -> PredictResult:
     """Predict every image of ``data`` with an exported model and write a CSV.
 
-    ``model_path`` is an export folder or its ``model.keras``, with ``config.json`` beside
+    ``model_path`` is an export folder (its ``model.keras`` is used) or one of its model
+    files, ``model.keras``, ``model.tflite`` or ``model.onnx``, with ``config.json`` beside
     it (``class_names``, ``image_size``). ``data`` is an .npz with ``images`` (and optional
     ``labels``, ``class_names``, ``filenames``), a folder of image files, a folder of class
     folders (the folder names are the true classes), or one image file. Images must have
@@ -125,7 +137,7 @@ def predict_images(
     found = read_images(
         data, exported.image_size, exported.class_names, resize=resize, convert=convert
     )
-    model = load_model(exported)
+    model = load_runner(exported)
     probs = _predict(model, np.asarray(found.images), batch_size, exported, tta=tta)
     predicted = probs.argmax(axis=1)
     accuracy = None
@@ -152,17 +164,17 @@ def predict_images(
 
 
 def read_export(path: Path) -> ExportedModel:
-    """Find ``model.keras`` and read ``config.json`` beside it, with one-line DataErrors."""
+    """Find the model file (a folder's model.keras) and read ``config.json`` beside it."""
     model_file = path / "model.keras" if path.is_dir() else path
     if not model_file.exists():
         where = f"{path} holds no model.keras" if path.is_dir() else f"{path} does not exist"
         raise DataError(f"{where}; {_MAKE_MODEL}")
-    if model_file.suffix != ".keras":
+    if model_file.suffix not in MODEL_SUFFIXES:
         raise DataError(
-            f"{model_file} is not a .keras model file (it must be a model.keras exported by "
-            f"`blood-automl refit-best`); {_MAKE_MODEL}"
+            f"{model_file} is not a model file of refit-best (.keras, .tflite or .onnx); "
+            f"{_MAKE_MODEL}"
         )
-    if not zipfile.is_zipfile(model_file):
+    if model_file.suffix == ".keras" and not zipfile.is_zipfile(model_file):
         raise DataError(
             f"{model_file} is not a Keras model (not a .keras zip archive); it must be a "
             f"model.keras exported by `blood-automl refit-best`"
@@ -221,6 +233,13 @@ def _short(value: Any) -> str:
     return short.repr(value)
 
 
+def load_runner(exported: ExportedModel) -> Runner:
+    """The exported model as a :class:`Runner`, whichever of its formats was given."""
+    if exported.model_file.suffix in PORTABLE_SUFFIXES:
+        return open_portable(exported.model_file, exported.image_size, len(exported.class_names))
+    return KerasRunner(load_model(exported))
+
+
 def load_model(exported: ExportedModel) -> Any:
     """Load the model in Keras safe mode and check its input and output against config.json."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -260,16 +279,17 @@ def load_model(exported: ExportedModel) -> Any:
 
 
 def _predict(
-    model: Any, images: np.ndarray, batch_size: int, exported: ExportedModel, *, tta: bool = False
+    model: Runner,
+    images: np.ndarray,
+    batch_size: int,
+    exported: ExportedModel,
+    *,
+    tta: bool = False,
 ) -> np.ndarray:
     if tta:
         probs = predict_tta(model, images, batch_size)
     else:
-        parts = [
-            np.asarray(model.predict_on_batch(images[i : i + batch_size].astype(np.float32)))
-            for i in range(0, images.shape[0], batch_size)
-        ]
-        probs = np.concatenate(parts).astype(np.float32, copy=False)
+        probs = predict_all(model, images, batch_size)
     sums = probs.sum(axis=1)
     if not np.isfinite(probs).all() or (probs < 0).any() or np.abs(sums - 1.0).max() > 1e-2:
         raise DataError(
