@@ -45,11 +45,15 @@ class Views:
     maps: dict[int, np.ndarray]
     method: str
 
-    def caption(self, i: int) -> str:
-        """``true X / pred Y (0.93)`` for image ``i``."""
+    def captions(self, i: int) -> tuple[str, str, bool]:
+        """Image ``i``'s two titles (``#i true X``, ``pred Y 0.93``) and whether it is right."""
         p = int(self.probs[i].argmax())
+        right = p == int(self.labels[i])
+        verdict = "" if right else " wrong"
         return (
-            f"#{i} true {self.names[self.labels[i]]}\npred {self.names[p]} ({self.probs[i, p]:.2f})"
+            f"#{i} true {self.names[self.labels[i]]}",
+            f"pred {self.names[p]} {self.probs[i, p]:.2f}{verdict}",
+            right,
         )
 
 
@@ -82,7 +86,12 @@ def sheet_png(view: Views, indices: Sequence[int], path: Path, title: str) -> Pa
     n = max(len(indices), 1)
     rows = (n + 1) // 2
     fig, axes = plt.subplots(
-        rows, cols, figsize=(2.2 * cols, 2.5 * rows + 0.6), dpi=100, squeeze=False
+        rows,
+        cols,
+        figsize=(2.4 * cols, 2.6 * rows + 0.5),
+        dpi=100,
+        squeeze=False,
+        layout="constrained",
     )
     for ax in axes.ravel():
         ax.axis("off")
@@ -90,13 +99,13 @@ def sheet_png(view: Views, indices: Sequence[int], path: Path, title: str) -> Pa
         axes[0, 0].text(0, 0.5, "no images of this class", fontsize=10)
     for k, i in enumerate(indices):
         ax_img, ax_cam = axes[k // 2, (k % 2) * 2], axes[k // 2, (k % 2) * 2 + 1]
-        right = int(view.probs[i].argmax()) == int(view.labels[i])
+        image_title, heat_title, right = view.captions(i)
+        colour = "darkgreen" if right else "firebrick"
         ax_img.imshow(view.images[i])
-        ax_img.set_title(view.caption(i), fontsize=8, color="darkgreen" if right else "firebrick")
+        ax_img.set_title(image_title, fontsize=8)
         ax_cam.imshow(overlay(view.images[i], view.maps[i]))
-        ax_cam.set_title("right" if right else "wrong", fontsize=8)
+        ax_cam.set_title(heat_title, fontsize=8, color=colour)
     fig.suptitle(title, fontsize=9, wrap=True)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.5 * rows + 0.6)))
     fig.savefig(path)
     plt.close(fig)
     return path
