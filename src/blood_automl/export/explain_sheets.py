@@ -77,14 +77,20 @@ def pair_png(image: np.ndarray, heat: np.ndarray, path: Path) -> Path:
     return path
 
 
-def sheet_png(view: Views, indices: Sequence[int], path: Path, title: str) -> Path:
-    """A sheet: per image, the image and its heat map overlay; captions with true, pred, p."""
+def sheet_png(
+    view: Views, indices: Sequence[int], path: Path, title: str, *, pairs: int = 2
+) -> Path:
+    """A sheet: per image, the image and its heat map overlay, ``pairs`` images to a row.
+
+    The image is titled with its index and true class, the overlay with the predicted
+    class and its probability (green when right, red and "wrong" when not).
+    """
     from blood_automl.analysis.figures import _pyplot
 
     plt = _pyplot()
-    cols = 4  # two images per row, each as image + overlay
+    cols = 2 * pairs  # each image as image + overlay
     n = max(len(indices), 1)
-    rows = (n + 1) // 2
+    rows = (n + pairs - 1) // pairs
     fig, axes = plt.subplots(
         rows,
         cols,
@@ -98,7 +104,8 @@ def sheet_png(view: Views, indices: Sequence[int], path: Path, title: str) -> Pa
     if not indices:
         axes[0, 0].text(0, 0.5, "no images of this class", fontsize=10)
     for k, i in enumerate(indices):
-        ax_img, ax_cam = axes[k // 2, (k % 2) * 2], axes[k // 2, (k % 2) * 2 + 1]
+        row, col = divmod(k, pairs)
+        ax_img, ax_cam = axes[row, 2 * col], axes[row, 2 * col + 1]
         image_title, heat_title, right = view.captions(i)
         colour = "darkgreen" if right else "firebrick"
         ax_img.imshow(view.images[i])
@@ -124,4 +131,4 @@ def summary_sheet(
     cams = gradcam(model, pixels[picks], classes=probs[picks].argmax(axis=1))
     maps = {i: cams.maps[k] for k, i in enumerate(picks)}
     view = Views(pixels, np.asarray(labels), probs, names, maps, describe(cams))
-    return sheet_png(view, picks, path, f"{title}: test images ({view.method})")
+    return sheet_png(view, picks, path, f"{title}: test images ({view.method})", pairs=4)
