@@ -94,7 +94,7 @@ def test_heat_lies_on_the_planted_square(trained: Any) -> None:
 
 def test_ensemble_gives_member_maps_and_their_mean(trained: Any) -> None:
     from blood_automl.export.ensemble import soft_vote
-    from blood_automl.export.explain import gradcam
+    from blood_automl.export.explain import describe, gradcam
 
     images, _ = squares(6, seed=5)
     second = tiny_net(seed=7)
@@ -102,6 +102,7 @@ def test_ensemble_gives_member_maps_and_their_mean(trained: Any) -> None:
     ensemble = soft_vote([trained, second])
     result = gradcam(ensemble, images)
     assert result.ensemble and result.member_maps.shape == (2, 6, SIZE, SIZE)
+    assert "mean of the 2 ensemble members' maps" in describe(result)  # the sheets' titles
     assert np.allclose(result.maps, result.member_maps.mean(axis=0))
     ensemble_classes = ensemble.predict(images.astype("float32"), verbose=0).argmax(1)
     assert np.array_equal(result.classes, ensemble_classes)
