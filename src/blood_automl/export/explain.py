@@ -12,7 +12,7 @@ layers; the tail's probabilities must match the whole model's. Ensembles
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,26 +191,54 @@ def gradcam(
     feature map), upsampled to the image size and divided by its maximum. An ensemble gets
     one map per member (each for the ensemble's class) and their mean.
     """
-    members = members_of(model)
-    splits = [_split(member) for member in members]
-    pixels = np.asarray(images, dtype=np.float32)
-    probs = _probabilities(model, pixels, batch_size)
-    chosen = probs.argmax(axis=1) if classes is None else np.asarray(classes, dtype=np.int64)
-    per_member = []
-    for member, split in zip(members, splits, strict=True):
-        maps = [
-            _batch_maps(member, split, pixels[i : i + batch_size], chosen[i : i + batch_size])
-            for i in range(0, pixels.shape[0], batch_size)
-        ]
-        per_member.append(np.concatenate(maps) if maps else _empty(pixels))
-    member_maps = np.stack(per_member)
+    parts = list(gradcam_batches(model, images, classes=classes, batch_size=batch_size))
+    if not parts:
+        pixels = np.asarray(images, dtype=np.float32)
+        splits = [_split(member) for member in members_of(model)]
+        none = np.zeros((len(splits), 0, *pixels.shape[1:3]), dtype=np.float32)
+        return CamResult(
+            none[0],
+            none,
+            np.zeros(0, dtype=np.int64),
+            _probabilities(model, pixels, 1),
+            tuple(s.target for s in splits),
+        )
+    member_maps = np.concatenate([p.member_maps for p in parts], axis=1)
     return CamResult(
         maps=member_maps.mean(axis=0),
         member_maps=member_maps,
-        classes=chosen,
-        probabilities=probs,
-        targets=tuple(s.target for s in splits),
+        classes=np.concatenate([p.classes for p in parts]),
+        probabilities=np.concatenate([p.probabilities for p in parts]),
+        targets=parts[0].targets,
     )
+
+
+def gradcam_batches(
+    model: Any,
+    images: np.ndarray,
+    *,
+    classes: np.ndarray | None = None,
+    batch_size: int = 32,
+) -> Iterator[CamResult]:
+    """:func:`gradcam` a batch at a time (the graph is split once): one result per batch."""
+    members = members_of(model)
+    splits = [_split(member) for member in members]
+    targets = tuple(s.target for s in splits)
+    for start in range(0, len(images), batch_size):
+        pixels = np.asarray(images[start : start + batch_size], dtype=np.float32)
+        probs = _probabilities(model, pixels, batch_size)
+        chosen = (
+            probs.argmax(axis=1)
+            if classes is None
+            else np.asarray(classes[start : start + batch_size], dtype=np.int64)
+        )
+        member_maps = np.stack(
+            [
+                _batch_maps(member, split, pixels, chosen)
+                for member, split in zip(members, splits, strict=True)
+            ]
+        )
+        yield CamResult(member_maps.mean(axis=0), member_maps, chosen, probs, targets)
 
 
 def _empty(pixels: np.ndarray) -> np.ndarray:

@@ -85,7 +85,8 @@ def explain_export(
     explanation; never the export or the data), then the export and the data are read as
     ``evaluate`` reads them; nothing is written when any of them is wrong. Per true class,
     the ``per_class`` most confident right and the ``per_class`` most confident wrong
-    predictions are shown; with ``per_image`` every image gets its own PNG.
+    predictions are shown; with ``per_image`` every image gets its own PNG (its heat maps
+    made a batch at a time while the folder is written, so memory stays flat).
     """
     check_options(per_class, batch_size)
     target = Path(out) if out is not None else default_out(export)
@@ -105,26 +106,28 @@ def explain_export(
     model = load_model(exported)
     probs = _predict(model, images, batch_size, exported)
     chosen = choose(labels, probs, per_class)
-    shown = (
-        np.arange(len(labels)) if per_image else np.unique(np.concatenate(list(chosen.values())))
-    )
-    from blood_automl.export.explain import gradcam
+    shown = np.unique(np.concatenate(list(chosen.values())))
+    from blood_automl.export.explain import describe, gradcam
 
     cams = gradcam(model, images[shown], classes=probs[shown].argmax(axis=1), batch_size=batch_size)
     rows = _rows(found.sources, labels, probs, exported.class_names)
     maps = {int(i): cams.maps[k] for k, i in enumerate(shown)}
-    from blood_automl.export.explain import describe
-
     view = Views(images, labels, probs, exported.class_names, maps, describe(cams))
-    write_dir(
-        target,
-        EXPLANATION_KIND,
-        lambda folder: _fill(folder, view, chosen, rows, per_image),
-        overwrite=overwrite,
-    )
+
+    def fill(folder: Path) -> None:
+        _fill(folder, view, chosen, rows)
+        if per_image:
+            _per_image(folder / IMAGES_DIR, model, view, batch_size)
+
+    write_dir(target, EXPLANATION_KIND, fill, overwrite=overwrite)
     accuracy = float(np.mean(probs.argmax(axis=1) == labels)) if len(labels) else 0.0
     return ExplanationResult(
-        target, exported.model_file, len(labels), len(shown), accuracy, tuple(found.notes)
+        target,
+        exported.model_file,
+        len(labels),
+        len(labels) if per_image else len(shown),
+        accuracy,
+        tuple(found.notes),
     )
 
 
@@ -155,13 +158,7 @@ def _rows(
 # -- the folder ------------------------------------------------------------------------------
 
 
-def _fill(
-    folder: Path,
-    view: Views,
-    chosen: dict[int, np.ndarray],
-    rows: list[list[Any]],
-    per_image: bool,
-) -> None:
+def _fill(folder: Path, view: Views, chosen: dict[int, np.ndarray], rows: list[list[Any]]) -> None:
     with open(folder / CSV_FILE, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         for row in rows:
@@ -170,12 +167,20 @@ def _fill(
         name = view.names[c]
         title = f"true class {name}: most confident right and wrong predictions ({view.method})"
         sheet_png(view, list(idx), folder / f"sheet_{_safe(name)}.png", title)
-    if per_image:
-        (folder / IMAGES_DIR).mkdir()
-        for i in sorted(view.maps):
-            p = int(view.probs[i].argmax())
-            stem = f"{i}_{_safe(view.names[view.labels[i]])}_{_safe(view.names[p])}"
-            pair_png(view.images[i], view.maps[i], folder / IMAGES_DIR / f"{stem}.png")
+
+
+def _per_image(folder: Path, model: Any, view: Views, batch_size: int) -> None:
+    """``<index>_<true>_<pred>.png`` for every image, its heat maps made a batch at a time."""
+    from blood_automl.export.explain import gradcam_batches
+
+    folder.mkdir()
+    predicted = view.probs.argmax(axis=1)
+    batches = gradcam_batches(model, view.images, classes=predicted, batch_size=batch_size)
+    for start, cams in zip(range(0, len(view.labels), batch_size), batches, strict=True):
+        for k, heat in enumerate(cams.maps):
+            i = start + k
+            true, pred = _safe(view.names[view.labels[i]]), _safe(view.names[predicted[i]])
+            pair_png(view.images[i], heat, folder / f"{i}_{true}_{pred}.png")
 
 
 def _safe(name: str) -> str:
