@@ -102,6 +102,8 @@ def _search(
         tensor = _output_of(op)
         if len(tensor.shape) != 4 or isinstance(op, keras.layers.InputLayer):
             continue
+        if any(d is None for d in tensor.shape[1:]):
+            continue  # a map of unknown size cannot be weighed against the image
         height, width, channels = (int(d) for d in tensor.shape[1:])
         if max(height, width) > 1 and not _is_padding(op, keras) and channels > 3:
             target = CamTarget((*path, model.name), op.name, (height, width, channels))
