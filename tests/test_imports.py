@@ -25,7 +25,7 @@ CASES = {
     "blood-automl --help": (
         "from blood_automl.cli import main\n"
         "for argv in (['--help'], *([c, '--help'] for c in ('inspect-data', 'search', "
-        "'refit-best', 'dashboard', 'report', 'predict', 'evaluate'))):\n"
+        "'refit-best', 'dashboard', 'report', 'predict', 'evaluate', 'explain'))):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit as exc:\n"

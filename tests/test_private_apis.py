@@ -333,3 +333,17 @@ def test_tensors_in_and_out_connect_producer_to_consumer() -> None:
     assert {id(x) for x in tensors_in(add)} == {id(t["hidden"]), id(t["inputs"])}
     assert [id(x) for x in tensors_out(add)] == [id(t["added"])]
     assert [id(x) for x in tensors_in(by_name["out"])] == [id(t["added"])]
+
+
+def test_first_call_stays_the_original_graph_after_a_cut() -> None:
+    import keras
+
+    from blood_automl.trainer.keras_private import first_call, operations, tensors_out
+
+    model, t = _residual_model()
+    by_name = {op.name: op for op in operations(model)}
+    keras.Model(t["added"], t["outputs"])  # clones the nodes from "added" on
+    assert len(tensors_out(by_name["out"])) == 2
+    ins, outs = first_call(by_name["out"])
+    assert [id(x) for x in ins] == [id(t["added"])]
+    assert [id(x) for x in outs] == [id(t["outputs"])]

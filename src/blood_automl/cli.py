@@ -591,6 +591,79 @@ def evaluate_command(
     _warn(result.warning)
 
 
+@app.command("explain")
+def explain_command(
+    export: ExportArgument,
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="Labelled images: an .npz (images, labels[, class_names]) or a folder of "
+            "class folders named as the model's classes.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Explanation folder: a new or empty folder. Default: explanations/<export name>.",
+            show_default=False,
+        ),
+    ] = None,
+    per_class: Annotated[
+        int,
+        typer.Option(
+            "--per-class", help="Right and wrong images shown per true class (each, 1-50)."
+        ),
+    ] = 4,
+    per_image: Annotated[
+        bool, typer.Option("--per-image", help="Also one PNG per image, under images/.")
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an earlier explanation of blood-automl there (never any other folder).",
+        ),
+    ] = False,
+    batch_size: BatchSizeOption = 32,
+    resize: ResizeOption = False,
+    convert: ConvertImagesOption = False,
+) -> None:
+    """Show where an exported model looks: Grad-CAM heat maps over labelled images.
+
+    Writes one sheet_<class>.png per true class (its most confident right and wrong
+    predictions, each image beside its heat map), explanations.csv (every image: true,
+    predicted, probability) and with --per-image one PNG per image. An ensemble's maps
+    are the mean of its members' maps.
+
+    \b
+    Example:  blood-automl explain exports/blood-automl other_lab.npz --per-class 6
+    """
+    from blood_automl.export.explanations import check_options
+
+    check_options(per_class, batch_size)
+    from blood_automl.export.explanations import explain_export
+
+    result = explain_export(
+        export,
+        data,
+        out=out,
+        per_class=per_class,
+        per_image=per_image,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resize=resize,
+        convert=convert,
+    )
+    typer.echo(
+        f"{result.images} images (accuracy {result.accuracy:.4f}), {result.explained} explained"
+    )
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"explanations written to {result.out}")
+
+
 space_app = typer.Typer(
     help=(
         "Print a search space as TOML, or write a commented space file to start from.\n\n"

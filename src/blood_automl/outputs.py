@@ -45,7 +45,7 @@ TEMP_PREFIX = ".blood-automl-tmp."
 """Temporaries beside a target: ``.blood-automl-tmp.<target name>.<host>-<pid>.<random hex>``."""
 HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 """This machine in temporaries' names: a process id means something only on its own machine."""
-KINDS = ("export", "report", "evaluation")
+KINDS = ("export", "report", "evaluation", "explanation")
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 _FORBIDDEN_ROOTS = (Path("/proc"), Path("/sys"))

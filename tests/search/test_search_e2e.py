@@ -83,6 +83,7 @@ def test_search_resume_refit_and_exported_model(small_real_npz: Path, tmp_path: 
         "training_curves.png",
         "MODEL_CARD.md",
         "reliability_diagram.png",
+        "gradcam.png",
     }
     assert expected_files <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())

@@ -173,6 +173,7 @@ def test_refit_best_with_tta_reports_both_and_stores_the_data_summary(tmp_path: 
     config = json.loads((export / "config.json").read_text())
     trained = config["trained_on"]["train"] + config["trained_on"]["validation"]
     assert summary["images"] == trained
+    assert (export / "gradcam.png").read_bytes().startswith(b"\x89PNG")
 
     # predict on the training file itself: same distribution, so no warning
     predicted = run_cli("predict", str(export), "train.npz", "--tta", cwd=tmp_path)

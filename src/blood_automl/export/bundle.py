@@ -11,6 +11,8 @@ import numpy as np
 
 from blood_automl.analysis.figures import confusion_matrix_png, curves_png, reliability_png
 from blood_automl.export.card import model_card
+from blood_automl.export.explain_sheets import SUMMARY_FILE as GRADCAM_FILE
+from blood_automl.export.explain_sheets import summary_sheet
 from blood_automl.export.portable import write_portable
 from blood_automl.outputs import write_dir
 
@@ -99,6 +101,10 @@ def export_model(
         (folder / MODEL_CARD_FILE).write_text(model_card(config, metrics))
         if "calibration" in metrics:
             reliability_diagram(metrics["calibration"], folder / RELIABILITY_FILE, title)
+        if test_images is not None and test_labels is not None:
+            summary_sheet(
+                inference, test_images, test_labels, class_names, folder / GRADCAM_FILE, title
+            )
 
     return write_dir(out, EXPORT_KIND, fill, overwrite=overwrite, protected=protected)
 

@@ -170,6 +170,8 @@ def _limits() -> list[str]:
         "first** (`blood-automl evaluate <this folder> <labelled images>` scores it and warns when "
         "their colours differ from the training images').",
         "- It knows only the classes above: any other cell, artefact or image gets one of them.",
+        "- `gradcam.png` shows where it looked on some right and wrong test images (Grad-CAM); "
+        "`blood-automl explain <this folder> <labelled images>` draws the same for your images.",
         "- Its confidence was measured (and calibrated) on this data set; on other data it can "
         "be over- or under-confident.",
     ]

@@ -51,3 +51,14 @@ def tensors_out(op: Any) -> list[Any]:
     Read from the operation's private ``_inbound_nodes`` and each node's ``output_tensors``.
     """
     return [t for node in op._inbound_nodes for t in node.output_tensors]
+
+
+def first_call(op: Any) -> tuple[list[Any], list[Any]]:
+    """The input and output tensors of an operation's first call: the graph it was built in.
+
+    A model cut from an intermediate tensor (``keras.Model(tensor, ...)``) clones the nodes
+    it spans and appends them to the operations' private ``_inbound_nodes``; the first
+    node stays the original graph's.
+    """
+    node = op._inbound_nodes[0]
+    return list(node.input_tensors), list(node.output_tensors)
