@@ -695,7 +695,7 @@ def test_a_signal_stops_every_worker_of_a_pool_and_the_study_resumes(
     resume = lines[0].split("resume with: ", 1)[1]
     assert resume.startswith(f"blood-automl search --study {study} --trials {target}")
     assert "traceback" not in (run.stdout() + run.stderr()).lower(), run.tail()
-    wait_for(lambda: not still_running(seen), 15, "every worker process to end")
+    wait_for(lambda: not still_running(seen), 60, "every worker process to end")
 
     trials = load(url, study).get_trials()
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
