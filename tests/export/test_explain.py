@@ -169,8 +169,19 @@ def test_the_finder_reaches_a_4d_map_in_every_registry_backbone() -> None:
         keras.backend.clear_session()
 
 
-def test_the_split_matches_a_real_trainer_model_with_se_and_temperature() -> None:
-    """A trainer-built model (SE block, a temperature Rescaling) splits where its map is."""
+@pytest.mark.parametrize(
+    ("size", "where", "side"),
+    [(224, "se_excite", 7), (96, "backbone", 6), (64, "backbone", 8)],
+    ids=["224px-the-head's-7x7-map", "96px-6x6-inside", "64px-8x8-inside"],
+)
+def test_the_split_matches_a_real_trainer_model_with_se_and_temperature(
+    size: int, where: str, side: int
+) -> None:
+    """A trainer-built model (SE block, a temperature Rescaling) splits at a map of 6x6 or more.
+
+    At 224 px the backbone's last map (7x7, through the SE block) is taken; at 96 and 64 px
+    the backbone ends in 3x3 and 2x2, so the map is found inside it.
+    """
     import keras
 
     from blood_automl.export.explain import find_target, gradcam
@@ -178,14 +189,17 @@ def test_the_split_matches_a_real_trainer_model_with_se_and_temperature() -> Non
     from blood_automl.trainer.model import build_model
 
     config = TrialConfig(backbone="MobileNet-0.25", se_block=True)
-    model, _ = build_model(config, 3, image_size=64, weights="none")
+    model, _ = build_model(config, 3, image_size=size, weights="none")
     logits = model.get_layer("logits").output
     scaled = keras.layers.Rescaling(0.5, name="temperature")(logits)
     calibrated = keras.Model(model.inputs, keras.layers.Softmax(name="probabilities_t")(scaled))
-    assert find_target(calibrated).layer == "se_excite"
-    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
+    target = find_target(calibrated)
+    found = target.layer if where == "se_excite" else target.path[-1]
+    assert found == where and target.shape[:2] == (side, side), target
+    images = np.random.default_rng(0).integers(0, 256, (4, size, size, 3)).astype(np.uint8)
     result = gradcam(calibrated, images)  # checks the split's probabilities against the model's
-    assert result.maps.shape == (4, 64, 64)
+    assert result.maps.shape == (4, size, size)
+    keras.backend.clear_session()
 
 
 # -- the command ---------------------------------------------------------------------------
