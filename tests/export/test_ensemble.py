@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,12 +17,15 @@ from blood_automl.export.calibration import softmax
 from blood_automl.export.ensemble_refit import (
     DIVERSITY_MARGIN,
     Candidate,
+    Trained,
     choose_members,
     distinct_ranked,
+    ensemble_entry,
     fit_shared_temperature,
     soft_vote_nll,
     soft_vote_probs,
 )
+from blood_automl.studies import data_dir as study_data_dir
 from conftest import make_images
 from search.conftest import run_cli
 
@@ -102,6 +106,42 @@ def test_soft_vote_probs_are_the_mean_of_the_members_softmax() -> None:
     np.testing.assert_allclose(soft_vote_probs(logits, 2.0), expected, rtol=1e-10)
 
 
+# -- metrics.json's ensemble entry ------------------------------------------------------------
+
+CLASSES = [f"c{i}" for i in range(8)]
+
+
+def _trained(number: int, val_logits: np.ndarray | None, test_probs: np.ndarray) -> Trained:
+    candidate = Candidate(number, 0.9 - number / 100, {"n": number}, "b")
+    plan = SimpleNamespace(candidate=candidate, trial=SimpleNamespace(number=number))
+    return Trained(plan, None, [], 1.0, test_probs, None, val_logits, None)  # type: ignore[arg-type]
+
+
+def test_validation_by_k_is_the_twins_soft_vote_of_the_first_k_members() -> None:
+    logits, labels = _over_confident(2, n=200)
+    data = SimpleNamespace(y_val=labels, y_test=labels, class_names=CLASSES)
+    members = [_trained(i, logits[i], softmax(logits[i])) for i in range(2)]
+    entry = ensemble_entry(members, data, "accuracy")  # type: ignore[arg-type]
+    first, both = entry["validation_by_k"]
+    assert (first["k"], both["k"]) == (1, 2)
+    accuracy_1 = float(np.mean(softmax(logits[0]).argmax(axis=1) == labels))
+    voted = (softmax(logits[0]) + softmax(logits[1])) / 2
+    assert first["accuracy"] == pytest.approx(accuracy_1)
+    assert both["accuracy"] == pytest.approx(float(np.mean(voted.argmax(axis=1) == labels)))
+    assert both["nll"] == pytest.approx(soft_vote_nll(logits, labels))
+    assert [m["trial"] for m in entry["members"]] == [0, 1]
+    assert entry["members"][0]["test"]["accuracy"] == pytest.approx(accuracy_1)
+
+
+def test_without_twins_there_is_no_validation_by_k_but_a_reason() -> None:
+    logits, labels = _over_confident(2, n=50)
+    data = SimpleNamespace(y_val=labels, y_test=labels, class_names=CLASSES)
+    members = [_trained(i, None, softmax(logits[i])) for i in range(2)]
+    entry = ensemble_entry(members, data, "accuracy")  # type: ignore[arg-type]
+    assert "validation_by_k" not in entry
+    assert "--no-calibration" in entry["validation_by_k_absent"]
+
+
 # -- a real ensemble export ---------------------------------------------------------------------
 
 _CHECK = textwrap.dedent(
@@ -131,28 +171,59 @@ _CHECK = textwrap.dedent(
 )
 
 
+def _add_variant(url: str, study_name: str) -> int:
+    """A second completed trial: the searched one with one float parameter moved to a bound.
+
+    Its recorded configuration is left out, so refit rebuilds it from the parameters.
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=url)
+    (trial,) = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    key, dist = next(
+        (k, d)
+        for k, d in trial.distributions.items()
+        if isinstance(d, optuna.distributions.FloatDistribution)
+    )
+    params = dict(trial.params)
+    params[key] = dist.low if params[key] != dist.low else dist.high
+    attrs = {k: v for k, v in trial.user_attrs.items() if k != "config"}
+    variant = optuna.trial.create_trial(
+        params=params,
+        distributions=trial.distributions,
+        value=float(trial.value or 0.0) - 0.01,
+        user_attrs=attrs,
+    )
+    study.add_trial(variant)
+    return len(study.get_trials()) - 1
+
+
 @pytest.mark.slow
 def test_refit_best_top_2_exports_one_soft_vote_model(tmp_path: Path) -> None:
-    """A real smoke search of 3 trials, ``refit-best --top 2 --tta``, the export in a new process."""
-    images, labels = make_images(96, size=96, seed=1)
+    """A real one-trial smoke search (32x32 images) and a variant of it, ``refit-best --top 2
+    --tta``, then the export loaded in safe mode in a new process."""
+    images, labels = make_images(64, size=32, seed=1)
     np.savez(tmp_path / "train.npz", images=images, labels=labels)
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     search = ["search", "--data", "train.npz", "--study", "e", "--storage", url, "--workers", "1"]
-    search += ["--preset", "smoke", "--weights", "none", "--trials", "3", "--no-recipes"]
-    done = run_cli(*search, "--no-clean", cwd=tmp_path)
+    search += ["--preset", "smoke", "--weights", "none", "--trials", "1", "--no-recipes"]
+    done = run_cli(*search, "--no-clean", cwd=tmp_path, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
+    variant = _add_variant(url, "e")
 
     refit = run_cli(
-        "refit-best", "--study", "e", "--storage", url, "--top", "2", "--tta", cwd=tmp_path
+        *("refit-best", "--study", "e", "--storage", url, "--top", "2", "--tta"),
+        cwd=tmp_path,
+        timeout=1800,
     )
     assert refit.returncode == 0, refit.stderr[-3000:]
-    assert refit.stdout.startswith("ensemble of 2 (soft vote): trial ")
+    assert "ensemble of 2 (soft vote): trial " in refit.stdout
     export = tmp_path / "exports" / "e"
     metrics = json.loads((export / "metrics.json").read_text())
     config = json.loads((export / "config.json").read_text())
     entry = metrics["ensemble"]
     numbers = [m["trial"] for m in entry["members"]]
-    assert entry["k"] == 2 and len(set(numbers)) == 2
+    assert entry["k"] == 2 and numbers == [0, variant]
     assert [m["trial"] for m in config["members"]] == numbers
     assert all({"params", "config", "epochs", "seed"} <= set(m) for m in config["members"])
     assert [r["k"] for r in entry["validation_by_k"]] == [1, 2]
@@ -168,14 +239,12 @@ def test_refit_best_top_2_exports_one_soft_vote_model(tmp_path: Path) -> None:
     card = (export / "MODEL_CARD.md").read_text()
     assert "## Ensemble" in card and f"ensemble of trials {numbers[0]}, {numbers[1]}" in card
 
-    data_dir = tmp_path / "studies" / "e" / "data"
-    if not (data_dir / "manifest.json").is_file():
-        data_dir = next(p.parent for p in tmp_path.rglob("manifest.json"))
+    data_dir = study_data_dir(url, "e")
     check = subprocess.run(
         [sys.executable, "-c", _CHECK, str(export), str(data_dir)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert check.returncode == 0, check.stderr[-3000:]
     seen = json.loads(check.stdout.strip().splitlines()[-1])
