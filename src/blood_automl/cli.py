@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from blood_automl import __version__
-from blood_automl.errors import BloodAutoMLError
+from blood_automl.errors import BloodAutoMLError, ConfigError
 
 app = typer.Typer(
     name="blood-automl",
@@ -300,6 +300,17 @@ def _warn(warning: str | None) -> None:
         typer.echo(f"warning: {warning}", err=True)
 
 
+def _check_top(top: int | None, trial: int | None) -> None:
+    """refit-best's --top: a whole number >= 1, and not together with --trial."""
+    if top is not None and top < 1:
+        raise ConfigError(f"--top must be >= 1, not {top}; give --top 1 (the best trial) or more")
+    if top is not None and trial is not None:
+        raise ConfigError(
+            f"--top {top} and --trial {trial} cannot go together (--top chooses the trials); "
+            "give one of them"
+        )
+
+
 @app.command("refit-best")
 def refit_best_command(
     study: Annotated[str, typer.Option("--study", help=STUDY_HELP)] = "blood-automl",
@@ -336,6 +347,15 @@ def refit_best_command(
         ),
     ] = False,
     tta: Annotated[bool, typer.Option("--tta", help=TTA_HELP + " on the test split too.")] = False,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            "--top",
+            help="Refit the K best distinct trials (preferring other backbones among near "
+            "equals) and export their soft vote as one model. Default: 1, the best alone.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Retrain the best trial on train + validation, test it once, and export it.
 
@@ -349,23 +369,48 @@ def refit_best_command(
     \b
     Example:  blood-automl refit-best --study blood-automl
     Example:  blood-automl refit-best --study blood-automl --tta
+    Example:  blood-automl refit-best --study blood-automl --top 3
     """
     from blood_automl.export.portable import portable_warnings
-    from blood_automl.export.refit import refit_best
 
-    result = refit_best(
-        study,
-        storage,
-        trial_number=trial,
-        out=out,
-        overwrite=overwrite,
-        calibrate=not no_calibration,
-        tta=tta,
-    )
+    _check_top(top, trial)
+    if top is not None and top > 1:
+        from blood_automl.export.ensemble_refit import refit_ensemble
+
+        result = refit_ensemble(
+            study,
+            storage,
+            top=top,
+            out=out,
+            overwrite=overwrite,
+            calibrate=not no_calibration,
+            tta=tta,
+        )
+        chosen = result.test_metrics["ensemble"]["members"]
+        typer.echo(
+            f"ensemble of {len(result.members)} (soft vote): "
+            + ", ".join(f"trial {r['trial']} ({r['backbone']})" for r in chosen)
+        )
+    else:
+        from blood_automl.export.refit import refit_best
+
+        result = refit_best(
+            study,
+            storage,
+            trial_number=trial,
+            out=out,
+            overwrite=overwrite,
+            calibrate=not no_calibration,
+            tta=tta,
+        )
     m = result.test_metrics
+    head = (
+        f"ensemble: best member's validation {result.validation_value:.4f}"
+        if result.members
+        else f"trial {result.trial}: validation {result.validation_value:.4f}"
+    )
     typer.echo(
-        f"trial {result.trial}: validation {result.validation_value:.4f}; test "
-        f"{_scores(m)} on {m['n']} images"
+        f"{head}; test {_scores(m)} on {m['n']} images"
         + (f"; with test-time augmentation {_scores(m['tta'])}" if "tta" in m else "")
     )
     cal = result.calibration or {}

@@ -15,7 +15,7 @@ fitted on.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,9 +76,18 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, tol: float = 1e-5
     labels = np.asarray(labels, dtype=np.int64)
     if z.ndim != 2 or z.shape[0] == 0 or labels.shape != (z.shape[0],):
         raise ValueError(f"need (N, C) logits and N labels, got {z.shape}, {labels.shape}")
+    return minimise_temperature(lambda t: negative_log_likelihood(z, labels, t), tol=tol)
+
+
+def minimise_temperature(nll: Callable[[float], float], *, tol: float = 1e-5) -> float:
+    """The ``T`` in :data:`LOG_T_BOUNDS` that minimises ``nll(T)``, by golden section on ``log T``.
+
+    ``nll`` must have one minimum along ``log T`` (true of the NLL of ``softmax(z / T)``, and
+    of a mean of such softmaxes in practice). Returns 1 when no ``T`` does better than 1.
+    """
 
     def loss(log_t: float) -> float:
-        return negative_log_likelihood(z, labels, math.exp(log_t))
+        return nll(math.exp(log_t))
 
     lo, hi = LOG_T_BOUNDS
     a, b = lo + (1 - _GOLDEN) * (hi - lo), lo + _GOLDEN * (hi - lo)
@@ -232,6 +241,23 @@ def twin_calibration(
     The twin is trained exactly as the refit is (same configuration, epochs and seed), on
     the train split alone, so its validation predictions are honest; it is freed after.
     """
+    val_logits = twin_validation_logits(config, data, weights=weights, seed=seed, epochs=epochs)
+    return calibrate(val_logits, np.asarray(data.y_val))
+
+
+def twin_validation_logits(
+    config: TrialConfig,
+    data: PreparedData,
+    *,
+    weights: str | None,
+    seed: int,
+    epochs: tuple[int, int],
+    also: Callable[[Any], None] | None = None,
+) -> np.ndarray:
+    """The validation logits of the calibration twin (``config`` trained on the train split).
+
+    ``also`` is called with the twin model before it is freed (to take more predictions).
+    """
     from blood_automl import trainer
 
     if len(data.y_val) == 0:
@@ -249,9 +275,11 @@ def twin_calibration(
         epochs=epochs,
     )
     val_logits = trainer.predict(logits_model(twin.model), data.x_val)
+    if also is not None:
+        also(twin.model)
     del twin
     trainer.release()
-    return calibrate(val_logits, np.asarray(data.y_val))
+    return np.asarray(val_logits)
 
 
 def _check_head(model: Any) -> None:

@@ -100,6 +100,57 @@ def _search(config: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _ensemble(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    """The members of an ensemble (``refit-best --top K``), how they were chosen, how k did."""
+    members = config.get("members")
+    if not isinstance(members, list):
+        return []
+    entry = metrics.get("ensemble", {})
+    by_trial = {r.get("trial"): r for r in entry.get("members", [])}
+    lines = [
+        "## Ensemble",
+        "",
+        f"This model is the soft vote (mean of the class probabilities) of {len(members)} "
+        "models, each retrained on train + validation with its own trial's configuration, "
+        "epochs and seed. The search and configuration above are those of the first member. "
+        f"Members chosen by: {config.get('ensemble', {}).get('choice')}.",
+        "",
+    ]
+    rows = [
+        [
+            i,
+            m.get("trial"),
+            f"`{m.get('backbone')}`",
+            _f(m.get("validation_value")),
+            _f(by_trial.get(m.get("trial"), {}).get("test", {}).get("accuracy")),
+            _f(by_trial.get(m.get("trial"), {}).get("test", {}).get("macro_f1")),
+        ]
+        for i, m in enumerate(members)
+    ]
+    header = ["member", "trial", "backbone", "validation objective", "test accuracy", "test F1"]
+    lines += _table(header, rows)
+    by_k = entry.get("validation_by_k")
+    if isinstance(by_k, list):
+        lines += [
+            "",
+            "Validation split, soft vote of the first k members trained on train only:",
+            "",
+        ]
+        lines += _table(
+            ["k", "accuracy", "balanced accuracy", "macro F1", "NLL"],
+            [
+                [
+                    r.get("k"),
+                    *(_f(r.get(s)) for s in ("accuracy", "balanced_accuracy", "macro_f1", "nll")),
+                ]
+                for r in by_k
+            ],
+        )
+    elif entry.get("validation_by_k_absent"):
+        lines += ["", f"No validation figures per k: {entry['validation_by_k_absent']}."]
+    return lines
+
+
 def _metrics(metrics: Mapping[str, Any]) -> list[str]:
     lines = [
         "## Test metrics",
@@ -199,10 +250,16 @@ def model_card(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
     """The Markdown text of MODEL_CARD.md from an export's config.json and metrics.json."""
     study, trial = config.get("study"), config.get("trial")
     title = f"# Model card: blood-cell classifier (study `{study}`, trial {trial})"
+    if isinstance(config.get("members"), list):
+        numbers = ", ".join(str(m.get("trial")) for m in config["members"])
+        title = (
+            f"# Model card: blood-cell classifier (study `{study}`, ensemble of trials {numbers})"
+        )
     sections = [
         _what(config),
         _data(config),
         _search(config),
+        _ensemble(config, metrics),
         _metrics(metrics),
         _calibration(metrics),
         _limits(),
@@ -210,5 +267,6 @@ def model_card(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
     ]
     lines = [title, "", f"Exported {config.get('created')}.", ""]
     for section in sections:
-        lines += [*section, ""]
+        if section:
+            lines += [*section, ""]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 
 from blood_automl.analysis.report import study_paths
-from blood_automl.data import load_prepared
+from blood_automl.data import PreparedData, load_prepared
 from blood_automl.errors import ConfigError, DataError
 from blood_automl.export.bundle import EXPORT_KIND, classification_report_text, export_model
 from blood_automl.export.calibration import calibration_metrics, twin_calibration, with_temperature
@@ -47,6 +47,8 @@ class RefitResult:
     test_metrics: dict[str, Any]
     seconds: float
     calibration: dict[str, Any] | None = None
+    members: tuple[int, ...] = ()
+    """The trials of an ensemble's members, best first; empty for a single model."""
 
 
 def tta_metrics(
@@ -83,6 +85,115 @@ def config_of_trial(
     return space, config
 
 
+def prepared_data(study: optuna.Study, storage_url: str | None) -> PreparedData:
+    """The study's prepared data, checked against the fingerprint the study was searched on."""
+    study_name = study.study_name
+    data_dir = study_data_dir(storage_url, study_name)
+    if not (data_dir / "manifest.json").is_file():
+        raise DataError(
+            f"study '{study_name}' has no prepared data in {data_dir}; run blood-automl search "
+            "with the same --study and --storage (and --data) on this machine first"
+        )
+    data = load_prepared(data_dir)
+    expected = StudyRecord.from_study(study).data_fingerprint
+    if expected is not None and expected != data.fingerprint:
+        raise DataError(
+            f"prepared data in {data_dir} has fingerprint {data.fingerprint[:12]}, but study "
+            f"'{study_name}' was searched on {str(expected)[:12]}; prepare the study's own data again"
+        )
+    return data
+
+
+def epochs_and_seed(
+    trial: optuna.trial.FrozenTrial, config: TrialConfig
+) -> tuple[tuple[int, int], int]:
+    """The epochs per phase that led to the trial's best validation score, and its seed."""
+    record = TrialRecord.from_trial(trial)
+    epochs = record.epochs or (config.head_epochs, config.finetune_epochs)
+    return (int(epochs[0]), int(epochs[1])), int(record.seed)
+
+
+def train_on_train_and_val(
+    config: TrialConfig,
+    data: PreparedData,
+    *,
+    weights: str | None,
+    seed: int,
+    epochs: tuple[int, int],
+) -> Any:
+    """Train ``config`` on train + validation as the refit does (a ``trainer.TrainResult``)."""
+    from blood_automl import trainer
+
+    y = np.concatenate([np.asarray(data.y_train), np.asarray(data.y_val)])
+    return trainer.train(
+        config,
+        training_images(data),
+        y,
+        data.class_names,
+        weights=weights,
+        seed=seed,
+        epochs=epochs,
+    )
+
+
+def training_images(data: PreparedData) -> np.ndarray:
+    """The images a refit trains on: train + validation."""
+    return np.concatenate([np.asarray(data.x_train), np.asarray(data.x_val)])
+
+
+def provenance_of(
+    study: optuna.Study,
+    storage_url: str | None,
+    trial: optuna.trial.FrozenTrial,
+    space: Space,
+    config: TrialConfig,
+    data: PreparedData,
+    *,
+    seed: int,
+    epochs: tuple[int, int],
+    temperature: float | None,
+) -> dict[str, Any]:
+    """config.json of an export of ``trial``: what was trained, on what, with which versions."""
+    stored = StudyRecord.from_study(study)
+    return {
+        "study": study.study_name,
+        "storage": mask_url(storage_url) if storage_url else "default",
+        "trial": trial.number,
+        "finished_trials": sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)),
+        "params": dict(trial.params),
+        "config": config.to_dict(),
+        "validation": {"objective": stored.objective, "value": trial.value},
+        "space_name": space.name,
+        "space_version": space.version,
+        "data_fingerprint": data.fingerprint,
+        "data": manifest_summary(data.manifest),
+        "class_names": list(data.class_names),
+        "image_size": data.image_size,
+        "weights": stored.weights,
+        "seed": seed,
+        "epochs": {"head": epochs[0], "finetune": epochs[1]},
+        "trained_on": {"train": len(data.y_train), "validation": len(data.y_val)},
+        "tested_on": len(data.y_test),
+        "temperature": temperature,
+        "versions": package_versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def record_refit(
+    study: optuna.Study, number: int, metrics: dict[str, Any], out: Path, created: str
+) -> None:
+    """Store with trial ``number`` its test scores (``metrics``) and the export folder."""
+    refit = RefitRecord(
+        test_accuracy=metrics["accuracy"],
+        test_balanced_accuracy=metrics["balanced_accuracy"],
+        test_macro_f1=metrics["macro_f1"],
+        out=str(out),
+        created=created,
+    )
+    study.set_user_attr(refit_attr(number), refit.to_value())
+
+
 def refit_best(
     study_name: str = DEFAULT_STUDY,
     storage_url: str | None = None,
@@ -117,47 +228,20 @@ def refit_best(
     study = get_study(storage, study_name)
     trial = best_trial(study, trial_number)
     space, config = config_of_trial(study, trial)
-
-    data_dir = study_data_dir(storage_url, study_name)
-    if not (data_dir / "manifest.json").is_file():
-        raise DataError(
-            f"study '{study_name}' has no prepared data in {data_dir}; run blood-automl search "
-            "with the same --study and --storage (and --data) on this machine first"
-        )
-    data = load_prepared(data_dir)
+    data = prepared_data(study, storage_url)
     stored = StudyRecord.from_study(study)
-    expected = stored.data_fingerprint
-    if expected is not None and expected != data.fingerprint:
-        raise DataError(
-            f"prepared data in {data_dir} has fingerprint {data.fingerprint[:12]}, but study "
-            f"'{study_name}' was searched on {str(expected)[:12]}; prepare the study's own data again"
-        )
-    record = TrialRecord.from_trial(trial)
-    epochs = record.epochs or (config.head_epochs, config.finetune_epochs)
-    seed = int(record.seed)
+    epochs, seed = epochs_and_seed(trial, config)
     weights = stored.weights
 
     import_tensorflow_quietly()  # its start-up lines stay out of the terminal
     from blood_automl import trainer
 
     fitted = (
-        twin_calibration(
-            config, data, weights=weights, seed=seed, epochs=(int(epochs[0]), int(epochs[1]))
-        )
+        twin_calibration(config, data, weights=weights, seed=seed, epochs=epochs)
         if calibrate
         else None
     )
-    x = np.concatenate([np.asarray(data.x_train), np.asarray(data.x_val)])
-    y = np.concatenate([np.asarray(data.y_train), np.asarray(data.y_val)])
-    result = trainer.train(
-        config,
-        x,
-        y,
-        data.class_names,
-        weights=weights,
-        seed=seed,
-        epochs=(int(epochs[0]), int(epochs[1])),
-    )
+    result = train_on_train_and_val(config, data, weights=weights, seed=seed, epochs=epochs)
     probs = trainer.predict(result.model, data.x_test)
     metrics = trainer.compute_metrics(data.y_test, probs, data.class_names)
     metrics["split"] = "test"
@@ -168,29 +252,17 @@ def refit_best(
     metrics["calibration"] = calibration_metrics(fitted, probs, calibrated, data.y_test)
     if tta:
         metrics["tta"] = tta_metrics(model, data.x_test, data.y_test, data.class_names)
-    provenance = {
-        "study": study_name,
-        "storage": mask_url(storage_url) if storage_url else "default",
-        "trial": trial.number,
-        "finished_trials": sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)),
-        "params": dict(trial.params),
-        "config": config.to_dict(),
-        "validation": {"objective": stored.objective, "value": trial.value},
-        "space_name": space.name,
-        "space_version": space.version,
-        "data_fingerprint": data.fingerprint,
-        "data": manifest_summary(data.manifest),
-        "class_names": list(data.class_names),
-        "image_size": data.image_size,
-        "weights": weights,
-        "seed": seed,
-        "epochs": {"head": int(epochs[0]), "finetune": int(epochs[1])},
-        "trained_on": {"train": len(data.y_train), "validation": len(data.y_val)},
-        "tested_on": len(data.y_test),
-        "temperature": fitted.temperature if fitted is not None else None,
-        "versions": package_versions(),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
+    provenance = provenance_of(
+        study,
+        storage_url,
+        trial,
+        space,
+        config,
+        data,
+        seed=seed,
+        epochs=epochs,
+        temperature=fitted.temperature if fitted is not None else None,
+    )
     report = classification_report_text(data.y_test, probs, data.class_names)
     export_model(
         out,
@@ -202,18 +274,11 @@ def refit_best(
         class_names=data.class_names,
         overwrite=overwrite,
         protected=protected,
-        data_summary=summarize(x),
+        data_summary=summarize(training_images(data)),
         test_images=np.asarray(data.x_test),
         test_labels=np.asarray(data.y_test),
     )
-    refit = RefitRecord(
-        test_accuracy=metrics["accuracy"],
-        test_balanced_accuracy=metrics["balanced_accuracy"],
-        test_macro_f1=metrics["macro_f1"],
-        out=str(out),
-        created=str(provenance["created"]),
-    )
-    study.set_user_attr(refit_attr(trial.number), refit.to_value())
+    record_refit(study, trial.number, metrics, out, str(provenance["created"]))
     trainer.release()
     return RefitResult(
         out=out,
