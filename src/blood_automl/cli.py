@@ -347,6 +347,14 @@ def refit_best_command(
         ),
     ] = False,
     tta: Annotated[bool, typer.Option("--tta", help=TTA_HELP + " on the test split too.")] = False,
+    no_portable: Annotated[
+        bool,
+        typer.Option(
+            "--no-portable",
+            help="Write no model.onnx and model.tflite (their conversion and check take a "
+            "few seconds to a minute per model).",
+        ),
+    ] = False,
     top: Annotated[
         int | None,
         typer.Option(
@@ -360,11 +368,13 @@ def refit_best_command(
     """Retrain the best trial on train + validation, test it once, and export it.
 
     Writes model.keras (raw uint8 images in, calibrated class probabilities out), a
-    SavedModel, model.tflite and model.onnx (checked against model.keras on the test split), config.json (params, study, trial, space version, data fingerprint, seed,
+    SavedModel, model.tflite and model.onnx (checked against model.keras on the test
+    split), config.json (params, study, trial, space version, data fingerprint, seed,
     temperature, versions), metrics.json (with test ECE before / after calibration),
     MODEL_CARD.md, classification_report.txt, confusion_matrix.png, training_curves.png,
-    reliability_diagram.png, data_summary.json (the training images' colours, which predict
-    and evaluate compare with).
+    reliability_diagram.png, gradcam.png (Grad-CAM heat maps of test images),
+    data_summary.json (the training images' colours, which predict and evaluate compare
+    with). With --top K the model is the soft vote of K refitted trials.
 
     \b
     Example:  blood-automl refit-best --study blood-automl
@@ -385,6 +395,7 @@ def refit_best_command(
             overwrite=overwrite,
             calibrate=not no_calibration,
             tta=tta,
+            portable=not no_portable,
         )
         chosen = result.test_metrics["ensemble"]["members"]
         typer.echo(
@@ -402,6 +413,7 @@ def refit_best_command(
             overwrite=overwrite,
             calibrate=not no_calibration,
             tta=tta,
+            portable=not no_portable,
         )
     m = result.test_metrics
     head = (

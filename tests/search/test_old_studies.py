@@ -100,10 +100,14 @@ def test_an_old_study_is_resumed_refitted_and_reported(
     assert other.returncode == 1 and "--preset" in other.stderr
     assert len(optuna.load_study(study_name=STUDY, storage=_storage(tmp_path)).trials) == 2
 
-    refit = run_cli("refit-best", *common, "--out", str(tmp_path / "export"), cwd=tmp_path)
+    refit = run_cli(
+        "refit-best", *common, "--out", str(tmp_path / "export"), "--no-portable", cwd=tmp_path
+    )
     assert refit.returncode == 0, refit.stderr[-3000:]
     exported = json.loads((tmp_path / "export" / "config.json").read_text())
     assert exported["space_version"] == OLD_SPACE["version"]
+    written = {p.name for p in (tmp_path / "export").iterdir()}
+    assert "model.keras" in written and not written & {"model.onnx", "model.tflite"}
 
     report = run_cli("report", *common, "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]

@@ -82,6 +82,8 @@ def test_search_resume_refit_and_exported_model(small_real_npz: Path, tmp_path: 
         "confusion_matrix.png",
         "training_curves.png",
         "MODEL_CARD.md",
+        "model.onnx",
+        "model.tflite",
         "reliability_diagram.png",
         "gradcam.png",
     }

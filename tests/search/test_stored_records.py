@@ -54,7 +54,9 @@ def test_a_store_of_the_previous_version_is_searched_refitted_and_reported(tmp_p
     for old, now in zip(old_trials, study.trials[:2], strict=True):
         assert now.user_attrs == old.user_attrs and now.params == old.params
 
-    refit = run_cli("refit-best", *common, "--out", str(tmp_path / "export"), cwd=tmp_path)
+    refit = run_cli(
+        "refit-best", *common, "--out", str(tmp_path / "export"), "--no-portable", cwd=tmp_path
+    )
     assert refit.returncode == 0, refit.stderr[-3000:]
     exported = json.loads((tmp_path / "export" / "config.json").read_text(encoding="utf-8"))
     assert exported["space_version"] == old_attrs[SPACE_ATTR]["version"]

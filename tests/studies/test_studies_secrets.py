@@ -131,7 +131,7 @@ def test_search_report_and_refit_never_show_or_write_the_password(
     report = ["report", "--study", study, "--storage", query, "--out", "r"]
     runs.append(run_cli(report, cwd=tmp_path))
     assert runs[-1].returncode == 0, runs[-1].stderr[-3000:]
-    refit = ["refit-best", "--study", study, "--storage", auth, "--out", "e"]
+    refit = ["refit-best", "--study", study, "--storage", auth, "--out", "e", "--no-portable"]
     runs.append(run_cli(refit, cwd=tmp_path))
     assert runs[-1].returncode == 0, runs[-1].stderr[-3000:]
 

@@ -353,6 +353,7 @@ def refit_ensemble(
     overwrite: bool = False,
     calibrate: bool = True,
     tta: bool = False,
+    portable: bool = True,
 ) -> RefitResult:
     """Refit the ``top`` chosen trials (see the module docstring) and export their soft vote.
 
@@ -436,6 +437,7 @@ def refit_ensemble(
         data_summary=summarize(training_images(data)),
         test_images=np.asarray(data.x_test),
         test_labels=np.asarray(data.y_test),
+        portable=portable,
     )
     for m, row in zip(members, metrics["ensemble"]["members"], strict=True):
         record_refit(study, m.plan.trial.number, row["test"], out, str(provenance["created"]))

@@ -203,6 +203,7 @@ def refit_best(
     overwrite: bool = False,
     calibrate: bool = True,
     tta: bool = False,
+    portable: bool = True,
 ) -> RefitResult:
     """Retrain the best (or the given) completed trial on train + validation and export it.
 
@@ -215,6 +216,9 @@ def refit_best(
     With ``calibrate``, a temperature is fitted first (see :mod:`blood_automl.export.calibration`:
     a twin trained on the train split, fitted on the validation split) and folded into the
     exported model; metrics.json's ``calibration`` holds it with the test ECE before and after.
+
+    With ``portable`` (the default) model.onnx and model.tflite are written beside
+    model.keras and checked against it (:mod:`blood_automl.export.portable`).
 
     With ``tta`` the test split is also scored with test-time augmentation (the mean over
     the 8 dihedral views, :mod:`blood_automl.export.tta`); its accuracy, balanced accuracy
@@ -277,6 +281,7 @@ def refit_best(
         data_summary=summarize(training_images(data)),
         test_images=np.asarray(data.x_test),
         test_labels=np.asarray(data.y_test),
+        portable=portable,
     )
     record_refit(study, trial.number, metrics, out, str(provenance["created"]))
     trainer.release()
