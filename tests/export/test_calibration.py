@@ -207,6 +207,29 @@ def test_model_card_says_what_the_model_is_and_how_to_use_it() -> None:
     assert "--no-calibration" in model_card(_export_config(), plain)
 
 
+def test_model_card_lists_the_portable_files_kept_and_why_one_is_missing() -> None:
+    from blood_automl.export.card import model_card
+
+    portable = {
+        "onnx": {
+            "status": "ok",
+            "file": "model.onnx",
+            "agreement": 1.0,
+            "max_abs_diff": 3e-7,
+            "checked_on": {"images": 480, "source": "test"},
+        },
+        "litert": {
+            "status": "not installed",
+            "file": None,
+            "warning": "model.tflite not written: needs 'ai-edge-litert'",
+        },
+    }
+    text = model_card(_export_config(), dict(_export_metrics(), portable=portable))
+    assert "`model.onnx`, ONNX (onnxruntime): same class on 100.00% of 480 test images" in text
+    assert "LiteRT (ai-edge-litert): model.tflite not written: needs 'ai-edge-litert'" in text
+    assert "Portable files" not in model_card(_export_config(), _export_metrics())
+
+
 def test_reliability_diagram_is_a_png(tmp_path: Path) -> None:
     from blood_automl.export.bundle import reliability_diagram
 

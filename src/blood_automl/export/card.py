@@ -228,7 +228,7 @@ def _limits() -> list[str]:
     ]
 
 
-def _loading(config: Mapping[str, Any]) -> list[str]:
+def _loading(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
     size = config.get("image_size")
     return [
         "## How to load it",
@@ -243,7 +243,32 @@ def _loading(config: Mapping[str, Any]) -> list[str]:
         "",
         "Or: `blood-automl predict <this folder> <images>`. `saved_model/` is the same model "
         "for TensorFlow Serving.",
+        *_portable(metrics),
     ]
+
+
+def _portable(metrics: Mapping[str, Any]) -> list[str]:
+    """One line per portable file: kept and how well it agrees, or why it is missing."""
+    found = metrics.get("portable")
+    if not isinstance(found, Mapping):
+        return []
+    lines = ["", "Portable files, checked against model.keras after writing:", ""]
+    for key, label in (("onnx", "ONNX (onnxruntime)"), ("litert", "LiteRT (ai-edge-litert)")):
+        entry = found.get(key)
+        if not isinstance(entry, Mapping):
+            continue
+        if entry.get("status") == "ok":
+            checked = entry.get("checked_on", {})
+            lines.append(
+                f"- `{entry.get('file')}`, {label}: same class on "
+                f"{float(entry.get('agreement', 0.0)):.2%} of {checked.get('images')} "
+                f"{checked.get('source')} images, probabilities within "
+                f"{float(entry.get('max_abs_diff', 0.0)):.1e}; "
+                f"`blood-automl predict {entry.get('file')} <images>` runs it"
+            )
+        else:
+            lines.append(f"- {label}: {entry.get('warning', entry.get('status'))}")
+    return lines
 
 
 def model_card(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
@@ -263,7 +288,7 @@ def model_card(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
         _metrics(metrics),
         _calibration(metrics),
         _limits(),
-        _loading(config),
+        _loading(config, metrics),
     ]
     lines = [title, "", f"Exported {config.get('created')}.", ""]
     for section in sections:
