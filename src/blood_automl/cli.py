@@ -521,6 +521,14 @@ ExportArgument = Annotated[
         show_default=False,
     ),
 ]
+LabelledDataArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Labelled images: an .npz (images, labels[, class_names]) or a folder of "
+        "class folders named as the model's classes.",
+        show_default=False,
+    ),
+]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 ResizeOption = Annotated[
     bool, typer.Option("--resize", help="Resize images of another size (as training data is).")
@@ -585,14 +593,7 @@ def predict_command(
 @app.command("evaluate")
 def evaluate_command(
     export: ExportArgument,
-    data: Annotated[
-        str,
-        typer.Argument(
-            help="Labelled images: an .npz (images, labels[, class_names]) or a folder of "
-            "class folders named as the model's classes.",
-            show_default=False,
-        ),
-    ],
+    data: LabelledDataArgument,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -651,14 +652,7 @@ def evaluate_command(
 @app.command("explain")
 def explain_command(
     export: ExportArgument,
-    data: Annotated[
-        str,
-        typer.Argument(
-            help="Labelled images: an .npz (images, labels[, class_names]) or a folder of "
-            "class folders named as the model's classes.",
-            show_default=False,
-        ),
-    ],
+    data: LabelledDataArgument,
     out: Annotated[
         Path | None,
         typer.Option(
