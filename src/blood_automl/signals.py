@@ -45,10 +45,66 @@ def raise_on_stop(error: Callable[[signal.Signals], BaseException]) -> Iterator[
             resend.start()
             return
         stopping = True
+        if _HELD.active:  # in bookkeeping that must not be cut (see stops_held)
+            _HELD.stop = error(signal.Signals(signum))
+            return
         raise error(signal.Signals(signum))
 
     with _handled(handler):
         yield
+
+
+class _Held:
+    """Whether stops are held back now (:func:`stops_held`), and the one held."""
+
+    active: bool = False
+    stop: BaseException | None = None
+
+
+_HELD = _Held()
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """Inside the block a stop of :func:`raise_on_stop` is held, not raised, except in
+    :func:`stops_allowed` blocks, where a held stop is raised at once.
+
+    For loops whose bookkeeping between the interruptible parts must not be cut in the
+    middle: Optuna creating a trial (RUNNING) before the objective runs, or recording its
+    end after, would otherwise leave a trial RUNNING that no one runs. A stop held when the
+    block ends normally is raised there; when an exception leaves the block, that exception
+    goes on and the held stop is dropped.
+    """
+    before = _HELD.active
+    _HELD.active = True
+    try:
+        yield
+    except BaseException:
+        _HELD.active = before
+        if not before:
+            _HELD.stop = None
+        raise
+    _HELD.active = before
+    if not before:
+        _raise_held()
+
+
+@contextlib.contextmanager
+def stops_allowed() -> Iterator[None]:
+    """Inside a :func:`stops_held` block: a held stop is raised here, a new one at once."""
+    before = _HELD.active
+    _HELD.active = False
+    try:
+        _raise_held()
+        yield
+    finally:
+        _HELD.active = before
+
+
+def _raise_held() -> None:
+    held, _HELD.stop = _HELD.stop, None
+    if held is not None:
+        raise held
 
 
 def stop_signals() -> contextlib.AbstractContextManager[None]:

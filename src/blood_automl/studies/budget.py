@@ -27,6 +27,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from blood_automl.errors import ConfigError
+from blood_automl.signals import stops_allowed, stops_held
 from blood_automl.studies import optuna_private as private
 from blood_automl.studies.dashboard_notes import read_note, write_note
 from blood_automl.studies.records import INTERRUPTED_ATTR, SURPLUS_ATTR
@@ -171,9 +172,10 @@ def optimize_to_target(
     def gated(trial: optuna.Trial) -> float:
         nonlocal ran
         try:
-            claim_slot(trial, target)
-            ran += 1
-            return objective(trial)
+            with stops_allowed():  # a stop held while Optuna made this trial is raised here
+                claim_slot(trial, target)
+                ran += 1
+                return objective(trial)
         except KeyboardInterrupt:
             # SIGINT or SIGTERM (a KeyboardInterrupt, see signals.stop_signals) may land
             # anywhere in the trial, not only where the objective expects it (while it
@@ -185,27 +187,38 @@ def optimize_to_target(
             raise
 
     poll = poll_interval if poll_interval is not None else _poll_interval(study)
-    while True:
-        left = None if timeout is None else timeout - (time.monotonic() - start)
-        if left is not None and left <= 0:
-            return ran
-        _fail_stale(study)
-        if remaining_trials(study, target) > 0:
-            stop = StopAtTarget(target)
-            study.optimize(
-                gated,
-                timeout=left,
-                catch=catch,
-                callbacks=[*callbacks, stop],
-                gc_after_trial=gc_after_trial,
-            )
-            timed_out = timeout is not None and time.monotonic() - start >= timeout
-            if not stop.fired and not timed_out:
-                return ran  # another callback stopped the study
-            continue
-        if not wait_for_others or count_finished(study) >= target:
-            return ran
-        time.sleep(poll if left is None else max(0.0, min(poll, left)))
+    # A stop (SIGINT, SIGTERM) is raised only inside a trial's objective, after a trial is
+    # recorded, or while waiting; one that comes while Optuna creates or records a trial
+    # waits for the next of those, so no trial is left RUNNING by a clean stop.
+    with stops_held():
+        while True:
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                return ran
+            _fail_stale(study)
+            if remaining_trials(study, target) > 0:
+                stop = StopAtTarget(target)
+                study.optimize(
+                    gated,
+                    timeout=left,
+                    catch=catch,
+                    callbacks=[*callbacks, stop, _raise_a_held_stop],
+                    gc_after_trial=gc_after_trial,
+                )
+                timed_out = timeout is not None and time.monotonic() - start >= timeout
+                if not stop.fired and not timed_out:
+                    return ran  # another callback stopped the study
+                continue
+            if not wait_for_others or count_finished(study) >= target:
+                return ran
+            with stops_allowed():
+                time.sleep(poll if left is None else max(0.0, min(poll, left)))
+
+
+def _raise_a_held_stop(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna callback, the last: a stop held while the trial was recorded is raised here."""
+    with stops_allowed():
+        pass
 
 
 INTERRUPTED_NOTE = (
