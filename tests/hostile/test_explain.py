@@ -28,6 +28,17 @@ def explain_junk_model(ctx: Ctx) -> list[str]:
     return ["explain", ctx.export("junk"), ctx.good_npz()]
 
 
+def explain_portable_file(ctx: Ctx) -> list[str]:
+    """An ONNX file with its config.json: predict takes it, Grad-CAM cannot (no gradients)."""
+    import shutil
+
+    folder = ctx.tmp / "portable"
+    folder.mkdir()
+    shutil.copy(ctx.tmp / ctx.export("good") / "config.json", folder / "config.json")
+    (folder / "model.onnx").write_bytes(b"an onnx file")
+    return ["explain", str(folder / "model.onnx"), ctx.good_npz()]
+
+
 def explain_model_without_logits(ctx: Ctx) -> list[str]:
     """The tiny export pools the raw image into a softmax Dense: no logits, no feature map."""
     return ["explain", ctx.export("good"), ctx.good_npz()]
@@ -108,6 +119,7 @@ CASES = [
     Case("explain-missing-export", explain_missing_export, "does not exist", "refit-best"),
     Case("explain-model-with-code", explain_model_with_code, "safe mode refuses", "refit-best"),
     Case("explain-junk-model", explain_junk_model, "not a Keras model", "refit-best"),
+    Case("explain-portable-file", explain_portable_file, "is a .onnx file", "its model.keras"),
     Case(
         "explain-model-without-logits",
         explain_model_without_logits,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from blood_automl.data.validate import fail
-from blood_automl.errors import ConfigError
+from blood_automl.errors import ConfigError, DataError
 from blood_automl.export.evaluate import check_classes
 from blood_automl.export.explain_sheets import Views, choose, pair_png, sheet_png
 from blood_automl.export.predict import _predict, load_model, read_export, read_images
@@ -93,6 +93,11 @@ def explain_export(
     _check_apart(target, [Path(export), Path(data)])
     check_output_dir(target, EXPLANATION_KIND, overwrite=overwrite)
     exported = read_export(Path(export))
+    if exported.model_file.suffix != ".keras":
+        raise DataError(
+            f"{exported.model_file} is a {exported.model_file.suffix} file, but Grad-CAM needs "
+            "the Keras model's gradients; give the export folder or its model.keras"
+        )
     check_classes(data, exported.class_names)
     found = read_images(
         data, exported.image_size, exported.class_names, resize=resize, convert=convert
