@@ -329,3 +329,15 @@ print(json.dumps(probs.tolist()))
     loaded = np.asarray(json.loads(fresh.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(loaded, after, atol=1e-5)
     assert np.array_equal(loaded.argmax(1), before.argmax(1))
+
+
+def test_an_ensemble_export_names_its_member_trials_in_the_figure_titles() -> None:
+    from blood_automl.export.bundle import figure_titles
+
+    single = figure_titles({"study": "s", "trial": 3})
+    assert single == ("trial 3 of study 's'", "trial 3 of study 's': refit on train + validation")
+    title, curves = figure_titles(
+        {"study": "s", "trial": 4, "members": [{"trial": 4}, {"trial": 1}]}
+    )
+    assert title == "ensemble of trials 4, 1 of study 's'"
+    assert curves.startswith("ensemble member 0 (trial 4) of study 's'")

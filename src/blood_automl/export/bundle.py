@@ -90,14 +90,14 @@ def export_model(
         (folder / "classification_report.txt").write_text(report)
         if data_summary is not None:
             (folder / DATA_SUMMARY_FILE).write_text(json.dumps(data_summary, indent=2) + "\n")
-        title = f"trial {config.get('trial')} of study '{config.get('study')}'"
+        title, curves_title = figure_titles(config)
         confusion_matrix_png(
             metrics["confusion_matrix"],
             class_names,
             folder / "confusion_matrix.png",
             f"{title} (test split)",
         )
-        curves_png(history, folder / "training_curves.png", f"{title}: refit on train + validation")
+        curves_png(history, folder / "training_curves.png", curves_title)
         (folder / MODEL_CARD_FILE).write_text(model_card(config, metrics))
         if "calibration" in metrics:
             reliability_diagram(metrics["calibration"], folder / RELIABILITY_FILE, title)
@@ -107,6 +107,21 @@ def export_model(
             )
 
     return write_dir(out, EXPORT_KIND, fill, overwrite=overwrite, protected=protected)
+
+
+def figure_titles(config: dict[str, Any]) -> tuple[str, str]:
+    """The export figures' title, and the training curves' (an ensemble shows its first member's)."""
+    study = f"study '{config.get('study')}'"
+    members = config.get("members")
+    if not isinstance(members, list) or not members:
+        title = f"trial {config.get('trial')} of {study}"
+        return title, f"{title}: refit on train + validation"
+    trials = ", ".join(str(m.get("trial")) for m in members)
+    return (
+        f"ensemble of trials {trials} of {study}",
+        f"ensemble member 0 (trial {members[0].get('trial')}) of {study}: refit on train + "
+        "validation",
+    )
 
 
 def reliability_diagram(calibration: dict[str, Any], path: Path, title: str) -> Path:
