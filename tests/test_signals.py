@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 import pytest
 
+from blood_automl import signals
 from blood_automl.signals import stop_signals, stops_allowed, stops_held
 from blood_automl.studies import StudySettings, create_or_load_study, open_storage
 from blood_automl.studies.budget import INTERRUPTED_ATTR, optimize_to_target
@@ -19,9 +20,16 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def _stop_me() -> None:
-    """SIGTERM to this process; its handler runs before the next line."""
+    """SIGTERM to this process; returns once the stop is held (or raises it, where allowed).
+
+    The handler may run late: one that lands in a garbage-collection finalizer sends the
+    signal again 50 ms later (see signals.raise_on_stop), so this waits for the stop to be
+    held rather than a fixed time.
+    """
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(0.01)
+    deadline = time.monotonic() + 10.0
+    while signals._HELD.stop is None and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_a_held_stop_waits_for_an_allowed_block() -> None:
