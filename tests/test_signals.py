@@ -108,3 +108,23 @@ def test_a_stop_while_a_trial_is_recorded_ends_the_run_after_it(tmp_path: Path) 
     with stop_signals(), pytest.raises(KeyboardInterrupt):
         optimize_to_target(study, _objective, target=5, callbacks=[stop_after_first])
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE]
+
+
+def test_a_held_block_in_another_thread_leaves_the_main_thread_state_alone() -> None:
+    """Trial loops run in threads too (tests, notebooks): their blocks must not interleave."""
+    import threading
+
+    entered, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with stops_held():
+            entered.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    with stops_held():
+        thread.start()
+        assert entered.wait(10)
+    leave.set()
+    thread.join(10)
+    assert signals._HELD.active is False  # the main thread's block ended: nothing held

@@ -75,6 +75,9 @@ def stops_held() -> Iterator[None]:
     block ends normally is raised there; when an exception leaves the block, that exception
     goes on and the held stop is dropped.
     """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; other threads must not touch its state
+        return
     before = _HELD.active
     _HELD.active = True
     try:
@@ -92,6 +95,9 @@ def stops_held() -> Iterator[None]:
 @contextlib.contextmanager
 def stops_allowed() -> Iterator[None]:
     """Inside a :func:`stops_held` block: a held stop is raised here, a new one at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     before = _HELD.active
     _HELD.active = False
     try:
