@@ -212,11 +212,25 @@ def _check_not_working_dir(path: Path, shown: str, option: str) -> None:
         )
 
 
+def overlaps(path: str | Path, other: str | Path) -> bool:
+    """Whether ``path`` is ``other``, lies in it or holds it (links resolved)."""
+    real, guarded = Path(os.path.realpath(path)), Path(os.path.realpath(other))
+    return real == guarded or real.is_relative_to(guarded) or guarded.is_relative_to(real)
+
+
+def check_apart(target: Path, inputs: Sequence[Path], command: str, example: Path) -> None:
+    """Refuse an output folder that is, lies in or holds one of the command's ``inputs``."""
+    for given in inputs:
+        if overlaps(target, given):
+            raise ConfigError(
+                f"--out {target} overlaps {given}, which {command} reads; choose another --out "
+                f"(e.g. {example})"
+            )
+
+
 def _check_protected(path: Path, shown: str, option: str, protected: Sequence[str | Path]) -> None:
-    real = Path(os.path.realpath(path))
     for item in protected:
-        guarded = Path(os.path.realpath(item))
-        if real == guarded or real.is_relative_to(guarded) or guarded.is_relative_to(real):
+        if overlaps(path, item):
             raise ConfigError(
                 f"{shown} overlaps {item}, which belongs to the study (its data or storage); "
                 f"choose another {option} outside it"

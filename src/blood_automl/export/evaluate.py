@@ -34,7 +34,7 @@ from blood_automl.export.predict import (
     read_images,
 )
 from blood_automl.export.refit import tta_metrics
-from blood_automl.outputs import check_output_dir, csv_cell, write_dir
+from blood_automl.outputs import check_apart, check_output_dir, csv_cell, write_dir
 
 EVALUATION_KIND = "evaluation"
 DEFAULT_ROOT = Path("evaluations")
@@ -84,7 +84,8 @@ def evaluate_export(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size must be a whole number >= 1, but got {batch_size!r}")
     target = Path(out) if out is not None else default_out(export)
-    _check_apart(target, [Path(export), Path(data)])
+    inputs = [Path(export), Path(data)]
+    check_apart(target, inputs, "evaluate", default_out(Path(export)))
     check_output_dir(target, EVALUATION_KIND, overwrite=overwrite)
     exported = read_export(Path(export))
     check_classes(data, exported.class_names)
@@ -123,18 +124,6 @@ def evaluate_export(
 
 
 # -- checks --------------------------------------------------------------------------------
-
-
-def _check_apart(target: Path, inputs: Sequence[Path]) -> None:
-    """The output folder may not be, lie in or hold the export or the data it reads."""
-    real = Path(os.path.realpath(target))
-    for given in inputs:
-        read = Path(os.path.realpath(given))
-        if real == read or real.is_relative_to(read) or read.is_relative_to(real):
-            raise ConfigError(
-                f"--out {target} overlaps {given}, which evaluate reads; choose another --out "
-                f"(e.g. {default_out(inputs[0])})"
-            )
 
 
 def check_classes(data: str | Path, model_names: tuple[str, ...]) -> None:

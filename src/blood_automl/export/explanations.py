@@ -23,7 +23,7 @@ from blood_automl.errors import ConfigError, DataError
 from blood_automl.export.evaluate import check_classes
 from blood_automl.export.explain_sheets import Views, choose, pair_png, sheet_png
 from blood_automl.export.predict import _predict, load_model, read_export, read_images
-from blood_automl.outputs import check_output_dir, csv_cell, write_dir
+from blood_automl.outputs import check_apart, check_output_dir, csv_cell, write_dir
 
 EXPLANATION_KIND = "explanation"
 DEFAULT_ROOT = Path("explanations")
@@ -90,7 +90,8 @@ def explain_export(
     """
     check_options(per_class, batch_size)
     target = Path(out) if out is not None else default_out(export)
-    _check_apart(target, [Path(export), Path(data)])
+    inputs = [Path(export), Path(data)]
+    check_apart(target, inputs, "explain", default_out(Path(export)))
     check_output_dir(target, EXPLANATION_KIND, overwrite=overwrite)
     exported = read_export(Path(export))
     if exported.model_file.suffix != ".keras":
@@ -134,18 +135,6 @@ def explain_export(
         accuracy,
         tuple(found.notes),
     )
-
-
-def _check_apart(target: Path, inputs: Sequence[Path]) -> None:
-    """The output folder may not be, lie in or hold the export or the data it reads."""
-    real = Path(os.path.realpath(target))
-    for given in inputs:
-        read = Path(os.path.realpath(given))
-        if real == read or real.is_relative_to(read) or read.is_relative_to(real):
-            raise ConfigError(
-                f"--out {target} overlaps {given}, which explain reads; choose another --out "
-                f"(e.g. {default_out(inputs[0])})"
-            )
 
 
 def _rows(
